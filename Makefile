@@ -1,0 +1,61 @@
+# csvr: the whole set-up is `make demo` and `make test` (see README).
+#
+# Why install is two steps: spikingjelly 2.0.0 declares torchvision, torchaudio,
+# tensorboard, h5py and SciencePlots as hard requirements. csvr uses only its
+# activation_based neurons, surrogates, layers, functional and op_counter, which import
+# with loguru, packaging and tqdm alone. A plain `pip install spikingjelly` pulls a
+# torchvision that replaces torch==2.13.0 (and torchvision does not import beside the
+# CPU build). So: pinned requirements first (torch==2.13.0 takes the local CPU build),
+# then spikingjelly and csvr itself with --no-deps. `pip check` therefore reports
+# spikingjelly's undeclared extras; that is expected and not part of CI.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.csvr-installed
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: install test demo bench real real-ablation noise lif-response energy clean help
+
+help:
+	@echo "make demo   - create .venv, install, train the tiny model on the synthetic dataset (CPU)"
+	@echo "make test   - run the test suite"
+	@echo "make bench  - data and model benchmarks -> bench/results.json"
+	@echo "make real   - prepare the UCF-101 3-class slice, fit, test, print metrics and energy"
+	@echo "make real-ablation - the ablation table on the slice (I-only, LIF, ConvGRU, conv)"
+	@echo "make noise  - the noise-robustness experiment (LIF vs ConvGRU vs conv)"
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps spikingjelly==2.0.0
+	$(PIP) install -q --no-deps -e .
+	$(PY) -c "import torch, spikingjelly.activation_based.neuron, av, lightning; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PY) bench/run.py
+
+real: install
+	$(PY) scripts/real.py
+
+real-ablation: install
+	$(PY) scripts/real.py --ablation
+
+noise: install
+	$(VENV)/bin/csvr experiment noise --config configs/noise.yaml
+
+clean:
+	rm -rf outputs lightning_logs wandb bench/results.json

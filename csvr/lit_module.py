@@ -1,0 +1,232 @@
+"""The LightningModule: wires a `CSVRNet` (or any nn.Module over the batch contract) to
+training, metrics, multi-view testing and prediction (lightning-hydra-template's split)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from spikingjelly.activation_based import functional as sj_functional
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+STREAMS = ("iframe", "mv", "residual")
+
+
+def default_optimizer(params) -> torch.optim.Optimizer:
+    """AdamW, lr 1e-3, weight decay 0.05 (ours: the paper publishes no optimizer)."""
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine decay to `min_ratio`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def fold_views(batch: dict[str, Any], k: int) -> tuple[dict[str, Any], int]:
+    """Fold test-time views into the batch.
+
+    The streams arrive as `[B, V*K, ...]` (view-major); the net wants `[B*V, K, ...]`.
+    Returns the folded batch and V.
+    """
+    ref = next(batch[s] for s in STREAMS if s in batch)
+    b, s = ref.shape[:2]
+    if s % k:
+        raise ValueError(f"batch has {s} segments per video, not a multiple of the model's K={k}")
+    v = s // k
+    if v == 1:
+        return batch, 1
+    out = dict(batch)
+    for name in STREAMS:
+        if name in batch:
+            x = batch[name]
+            out[name] = x.reshape(b * v, k, *x.shape[2:])
+    return out, v
+
+
+class CSVRLitModule(LightningModule):
+    """Classification of compressed videos.
+
+    Args:
+        net: the network; `net(batch) -> logits [B, num_classes]`, with `net.num_classes`
+            and `net.num_segments` (K).
+        optimizer: a callable `params -> Optimizer` (LightningCLI's OptimizerCallable).
+        label_smoothing: cross-entropy label smoothing.
+        warmup_epochs: linear warm-up length, in (fractional) epochs.
+        min_lr_ratio: the cosine schedule ends at `lr * min_lr_ratio`.
+        class_names: names of the classes (linked from the DataModule; kept in checkpoints
+            so `csvr predict` prints names).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable = default_optimizer,
+        label_smoothing: float = 0.1,
+        warmup_epochs: float = 1.0,
+        min_lr_ratio: float = 0.01,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
+        self.net = net
+        self.optimizer_fn = optimizer
+        self.class_names = list(class_names) if class_names else None
+        n = int(net.num_classes)
+        self.num_classes = n
+        self.metrics = nn.ModuleDict()
+        for stage in ("train", "val", "test"):
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(n, average="micro")
+            self.metrics[f"{stage}_top5"] = MulticlassAccuracy(n, top_k=min(5, n), average="micro")
+            self.metrics[f"{stage}_loss"] = MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.test_confusion = MulticlassConfusionMatrix(n)
+        self._warned_skipped: set[str] = set()
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Logits `[B, num_classes]`; test-time views are folded in and averaged."""
+        folded, v = fold_views(batch, int(self.net.num_segments))
+        sj_functional.reset_net(self.net)
+        logits = self.net(folded)
+        sj_functional.reset_net(self.net)  # leave no state behind for the next caller
+        if v > 1:
+            logits = logits.reshape(-1, v, logits.shape[-1]).mean(dim=1)
+        return logits
+
+    def _report_skipped(self, batch: dict[str, Any], stage: str) -> None:
+        skipped = batch.get("skipped") or []
+        for vid in skipped:
+            if vid not in self._warned_skipped:
+                self._warned_skipped.add(vid)
+                warnings.warn(f"skipped unreadable video {vid!r} ({stage}); see the warning above for why")
+        if skipped:
+            self.log(f"{stage}/skipped_videos", float(len(skipped)), reduce_fx="sum", on_step=False, on_epoch=True)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        self._report_skipped(batch, stage)
+        label = batch["label"]
+        if label.numel() == 0:
+            return None  # every video of this batch was unreadable (skip_corrupt)
+        logits = self(batch)
+        loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{stage} loss is {loss.item()} at step {self.global_step} "
+                f"(videos {batch.get('video_id', [])[:4]}...): lower the learning rate "
+                "(model.optimizer.init_args.lr), enable gradient clipping "
+                "(trainer.gradient_clip_val) or check the input data."
+            )
+        n = label.shape[0]
+        self.metrics[f"{stage}_loss"](loss.detach(), n)
+        self.metrics[f"{stage}_acc"](logits.detach(), label)
+        self.metrics[f"{stage}_top5"](logits.detach(), label)
+        on_step = stage == "train"
+        sync = stage != "train"
+        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=sync)
+        self.log(f"{stage}/acc_top5", self.metrics[f"{stage}_top5"], on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        if stage == "test":
+            self.test_confusion(logits.detach(), label)
+        return loss
+
+    # ----------------------------------------------------------------- steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # the sanity check must not count as a best
+        self._restore_rng()  # after the sanity check, before the first resumed batch is drawn
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.metrics["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def test_confusion_matrix(self) -> torch.Tensor:
+        """`[C, C]` counts (rows: true class, columns: predicted) of the last test epoch."""
+        return self.test_confusion.compute()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """Per video: id, predicted class name and the probabilities of every class."""
+        probs = self(batch).softmax(dim=-1)
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        out = []
+        for vid, p in zip(batch["video_id"], probs.cpu()):
+            i = int(p.argmax())
+            out.append({"video_id": vid, "label": names[i], "index": i, "probs": dict(zip(names, p.tolist()))})
+        return out
+
+    # ----------------------------------------------------------------- optim
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.optimizer_fn(self.net.parameters())
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = int(round(self.hparams.warmup_epochs * total / epochs))
+        warmup = min(warmup, total // 2)
+        min_ratio = self.hparams.min_lr_ratio
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup, min_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["class_names"] = self.class_names
+        # Lightning restores model/optimizer/scheduler/loops; keep the RNGs too so a resumed
+        # run draws the same shuffles and augmentations as an uninterrupted one.
+        checkpoint["rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("class_names"):
+            self.class_names = list(checkpoint["class_names"])
+        if "rng_states" in checkpoint:
+            self._pending_rng = checkpoint["rng_states"]
+
+    def _restore_rng(self) -> None:
+        pending = getattr(self, "_pending_rng", None)
+        if pending is not None:
+            _set_rng_states(pending)
+            self._pending_rng = None
+
+
+def _rng_states() -> dict[str, Any]:
+    """torch, numpy and python RNG states as tensors and ints (loadable with weights_only)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(states["python"])
