@@ -1,0 +1,181 @@
+"""`csvr prepare` on the real shared clips, UCF clips and damaged files made here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from csvr.data.codec import CompressedVideo
+from csvr.data.encode import TMP_MARK, temp_path_for
+from csvr.data.prepare import (FAILURES_NAME, MANIFEST_NAME, PrepareError, ensure_prepared, main,
+                               prepare_tree)
+from tests.videos_util import (UCF, VIDEOS, make_moving_square_video, make_mpeg4_with_bframes,
+                               truncate_copy, write_random_bytes)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def structure(path: Path) -> tuple[int, int, list[int]]:
+    """(width, height, pict types of every frame) by decoding."""
+    with av.open(str(path)) as c:
+        types = [f.pict_type for f in c.decode(video=0)]
+        cc = c.streams.video[0].codec_context
+        return cc.width, cc.height, types
+
+
+def files(root: Path) -> dict[str, float]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def real_tree(tmp_path_factory):
+    """src: the 4 shared clips (symlinked) in two folders + a truncated one; prepared once."""
+    if not VIDEOS.exists():
+        pytest.skip(f"shared videos absent: {VIDEOS}")
+    base = tmp_path_factory.mktemp("real")
+    src, dst = base / "src", base / "dst"
+    for rel, name in [("a/Megamind.avi", "Megamind.avi"), ("a/Megamind_bugy.avi", "Megamind_bugy.avi"),
+                      ("b/tree.avi", "tree.avi"), ("b/box.mp4", "box.mp4")]:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).symlink_to((VIDEOS / name).resolve())
+    truncate_copy(VIDEOS / "Megamind.avi", src / "b" / "damaged.avi", 0.4)
+    (src / "notes.txt").write_text("not a video")
+    report = prepare_tree(src, dst, workers=2, progress=False)
+    return src, dst, report
+
+
+def test_prepare_real_clips(real_tree):
+    src, dst, report = real_tree
+    assert sorted(report.written) == ["a/Megamind.avi", "a/Megamind_bugy.avi", "b/box.mp4", "b/tree.avi"]
+    assert list(report.failed) == ["b/damaged.avi"] and "damaged.avi" in report.failed["b/damaged.avi"]
+    lines = (dst / FAILURES_NAME).read_text().splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == ["b/damaged.avi"]
+    assert not (dst / "b" / "damaged.avi").exists() and not (dst / "notes.txt").exists()
+    assert not [p for p in dst.rglob("*") if p.name.endswith(TMP_MARK)]
+    manifest = json.loads((dst / MANIFEST_NAME).read_text())
+    assert manifest["files"] == 4 and manifest["settings"]["gop_size"] == 12
+    frames = {"a/Megamind.avi": 270, "b/tree.avi": 68}  # tree.avi declares 444, holds 68
+    for rel in report.written:
+        w, h, types = structure(dst / rel)
+        assert (w, h) == (340, 256)
+        assert types == [1 if n % 12 == 0 else 2 for n in range(len(types))]  # GOP 12, no B
+        if rel in frames:
+            assert len(types) == frames[rel]
+        with CompressedVideo(dst / rel) as v:
+            g = v.read_gop(v.num_gops // 2)
+            assert g.mv.shape == (11, 2, 256, 340)
+    with av.open(str(dst / "b" / "box.mp4")) as c:
+        assert "mp4" in c.format.name  # container follows the suffix
+
+
+def test_second_run_skips_and_exit_status(real_tree, capsys):
+    src, dst, _ = real_tree
+    before = files(dst)
+    code = main([str(src), str(dst), "--workers", "1", "--no-progress"])
+    assert code == 1  # the damaged file still fails
+    assert "damaged.avi" in capsys.readouterr().err
+    after = files(dst)
+    for rel in ["a/Megamind.avi", "a/Megamind_bugy.avi", "b/box.mp4", "b/tree.avi"]:
+        assert after[rel] == before[rel]  # not rewritten
+
+
+def small_tree(root: Path, n: int = 3) -> Path:
+    for k in range(n):
+        make_moving_square_video(root / f"c{k % 2}" / f"v{k}.avi", shift=(2, 1), n_frames=24,
+                                 size=(160, 128), square=32, seed=k)
+    return root
+
+
+def test_leftover_temp_file_is_not_a_finished_file(tmp_path):
+    src, dst = small_tree(tmp_path / "src", 2), tmp_path / "dst"
+    leftover = temp_path_for(dst / "c0" / "v0.avi")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a video")
+    report = prepare_tree(src, dst, workers=1, progress=False, width=160, height=128)
+    assert sorted(report.written) == ["c0/v0.avi", "c1/v1.avi"] and not report.skipped
+    assert not leftover.exists()
+    assert len(structure(dst / "c0" / "v0.avi")[2]) == 24
+    again = prepare_tree(src, dst, workers=1, progress=False, width=160, height=128)
+    assert sorted(again.skipped) == ["c0/v0.avi", "c1/v1.avi"] and not again.written
+
+
+def test_resume_after_kill(tmp_path):
+    src, dst = small_tree(tmp_path / "src", 6), tmp_path / "dst"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "csvr.data.prepare", str(src), str(dst),
+                             "--workers", "1", "--no-progress", "--width", "160", "--height", "128"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.name.endswith(TMP_MARK) for p in dst.rglob("*")) if dst.exists() else False:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (dst / MANIFEST_NAME).exists() or proc.returncode == 0
+    for p in dst.rglob("*.avi"):  # whatever has a final name is complete
+        assert len(structure(p)[2]) == 24
+    report = prepare_tree(src, dst, workers=1, progress=False, width=160, height=128)
+    assert report.ok and report.num_files == 6
+    assert not [p for p in dst.rglob("*") if p.name.endswith(TMP_MARK)]
+    assert all(len(structure(dst / f"c{k % 2}" / f"v{k}.avi")[2]) == 24 for k in range(6))
+
+
+def test_settings_mismatch_and_nested_dst(tmp_path):
+    src, dst = small_tree(tmp_path / "src", 1), tmp_path / "dst"
+    prepare_tree(src, dst, workers=1, progress=False, width=160, height=128)
+    with pytest.raises(ValueError, match="other settings"):
+        prepare_tree(src, dst, workers=1, progress=False)
+    with pytest.raises(ValueError, match="must not contain"):
+        prepare_tree(src, src / "out", workers=1, progress=False)
+
+
+def test_ensure_prepared_uses_cache_never_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    make_mpeg4_with_bframes(src / "a" / "x.avi")
+    make_mpeg4_with_bframes(src / "b" / "y.mp4")
+    before = files(src)
+    out = ensure_prepared(src, workers=1)
+    assert (tmp_path / "cache" / "prepared") in out.parents and files(src) == before
+    assert (out / MANIFEST_NAME).exists()
+    assert structure(out / "a" / "x.avi")[2] == [1 if n % 12 == 0 else 2 for n in range(24)]
+    stamp = files(out)
+    assert ensure_prepared(src, workers=1) == out and files(out) == stamp  # cached, not redone
+    assert ensure_prepared(out) == out  # a tree with a manifest is used as it is
+
+    write_random_bytes(src / "b" / "bad.avi")
+    with pytest.raises(PrepareError, match="bad.avi"):
+        ensure_prepared(src, workers=1)
+    assert files(src) == {**before, "b/bad.avi": files(src)["b/bad.avi"]}
+    assert ensure_prepared(src, workers=1, skip_failed=True) != src
+
+
+def test_ucf_clips_all_get_the_same_structure(tmp_path):
+    """BabyCrawling (B-frames, one I-frame) and Punch/PushUps (GOP 12) come out alike."""
+    if not UCF.exists():
+        pytest.skip(f"UCF slice absent: {UCF}")
+    src = tmp_path / "UCF-101"
+    for cls in ["BabyCrawling", "Punch", "PushUps"]:
+        clip = sorted((UCF / "UCF-101" / cls).glob("*.avi"), key=lambda p: p.stat().st_size)[0]
+        (src / cls).mkdir(parents=True)
+        (src / cls / clip.name).symlink_to(clip.resolve())
+    report = prepare_tree(src, tmp_path / "out", workers=2, progress=False)
+    assert report.ok and len(report.written) == 3
+    for rel in report.written:
+        _, _, types = structure(tmp_path / "out" / rel)
+        assert types == [1 if n % 12 == 0 else 2 for n in range(len(types))]
+
+
+def test_help():
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
