@@ -241,6 +241,18 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("CSVR_CACHE") or Path.home() / ".cache" / "csvr")
 
 
+def prepared_path(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *, width: int = 340,
+                  height: int = 256, gop_size: int = 12, qscale: int = 3) -> Path:
+    """Where `ensure_prepared` puts (or finds) the prepared tree, touching nothing: root itself
+    when it holds a manifest, else <cache>/prepared/<name>-<hash of abs root + settings>/."""
+    root = Path(root).resolve()
+    if (root / MANIFEST_NAME).is_file():
+        return root
+    settings = settings_dict(width, height, gop_size, qscale)
+    key = hashlib.sha1(f"{root}|{json.dumps(settings, sort_keys=True)}".encode()).hexdigest()[:10]
+    return (cache_root(cache_dir) / "prepared" / f"{root.name}-{key}").resolve()
+
+
 def ensure_prepared(root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
                     workers: int = 2, skip_failed: bool = False, progress: bool = False,
                     width: int = 340, height: int = 256, gop_size: int = 12, qscale: int = 3) -> Path:
@@ -257,8 +269,7 @@ def ensure_prepared(root: str | os.PathLike, *, cache_dir: str | os.PathLike | N
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such video folder")
     settings = settings_dict(width, height, gop_size, qscale)
-    key = hashlib.sha1(f"{root}|{json.dumps(settings, sort_keys=True)}".encode()).hexdigest()[:10]
-    target = (cache_root(cache_dir) / "prepared" / f"{root.name}-{key}").resolve()
+    target = prepared_path(root, cache_dir, width=width, height=height, gop_size=gop_size, qscale=qscale)
     if _inside(target, root):
         raise ValueError(f"cache folder {target} is inside the source tree {root}; set CSVR_CACHE elsewhere")
     # Always run: finished files are skipped (a directory scan), and files added to the
