@@ -26,6 +26,8 @@ help:
 	@echo "make real   - prepare the UCF-101 3-class slice, fit, test, print metrics and energy"
 	@echo "make real-ablation - the ablation table on the slice (I-only, LIF, ConvGRU, conv)"
 	@echo "make noise  - the noise-robustness experiment (LIF vs ConvGRU vs conv)"
+	@echo "make lif-response - the LIF temporal-sensitivity figures"
+	@echo "make energy - per-layer energy of base and L, and prior art"
 
 install: $(STAMP)
 
@@ -55,7 +57,13 @@ real-ablation: install
 	$(PY) scripts/real.py --ablation
 
 noise: install
-	$(VENV)/bin/csvr experiment noise --config configs/noise.yaml
+	$(VENV)/bin/csvr experiment noise --config configs/noise.yaml --out outputs/noise
+
+lif-response: install
+	$(VENV)/bin/csvr lif-response --out outputs/lif_response.png --sweep-out outputs/lif_sweep.png
+
+energy: install
+	$(VENV)/bin/csvr energy --config configs/ucf101.yaml --variant-compare --json outputs/energy.json --plot outputs/energy.png
 
 clean:
 	rm -rf outputs lightning_logs wandb bench/results.json

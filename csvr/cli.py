@@ -121,16 +121,22 @@ def trainer_defaults() -> dict[str, Any]:
 def make_cli(args: list[str] | None = None, run: bool = True):
     """Instantiate the LightningCLI (`run=False`: build model, data and trainer only)."""
     cli_cls, lit_cls, _ = _cli_class()
-    return cli_cls(
-        model_class=lit_cls,
-        datamodule_class=None,  # any LightningDataModule subclass, from `data.class_path`
-        subclass_mode_data=True,
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-        args=args,
-        run=run,
-    )
+    argv = sys.argv
+    if args is not None:
+        sys.argv = argv[:1]  # `args` is the whole command line: no "args and sys.argv" warning
+    try:
+        return cli_cls(
+            model_class=lit_cls,
+            datamodule_class=None,  # any LightningDataModule subclass, from `data.class_path`
+            subclass_mode_data=True,
+            trainer_defaults=trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"default_env": False},
+            args=args,
+            run=run,
+        )
+    finally:
+        sys.argv = argv
 
 
 def load_config_objects(config_paths: list[str], overrides: list[str] | None = None):

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from spikingjelly.activation_based import functional as sj_functional
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -22,6 +21,16 @@ STREAMS = ("iframe", "mv", "residual")
 def default_optimizer(params) -> torch.optim.Optimizer:
     """AdamW, lr 1e-3, weight decay 0.05 (ours: the paper publishes no optimizer)."""
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+
+
+def param_groups(net: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on weights only: biases, norm scales, learnt LIF thresholds (all 1-D) and
+    the positional embeddings get none (a decayed threshold would drift to 0 and fire on noise)."""
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or ".pos_" in f".{name}" else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -96,9 +105,7 @@ class CSVRLitModule(LightningModule):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Logits `[B, num_classes]`; test-time views are folded in and averaged."""
         folded, v = fold_views(batch, int(self.net.num_segments))
-        sj_functional.reset_net(self.net)
-        logits = self.net(folded)
-        sj_functional.reset_net(self.net)  # leave no state behind for the next caller
+        logits = self.net(folded)  # CSVRNet.forward resets its own neurons first
         if v > 1:
             logits = logits.reshape(-1, v, logits.shape[-1]).mean(dim=1)
         return logits
@@ -178,7 +185,7 @@ class CSVRLitModule(LightningModule):
 
     # ----------------------------------------------------------------- optim
     def configure_optimizers(self) -> dict[str, Any]:
-        opt = self.optimizer_fn(self.net.parameters())
+        opt = self.optimizer_fn(param_groups(self.net))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(round(self.hparams.warmup_epochs * total / epochs))

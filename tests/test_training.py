@@ -180,3 +180,30 @@ def test_warmup_cosine_schedule_values() -> None:
     assert warmup_cosine(9, 100, 10, 0.0) == pytest.approx(1.0)
     assert warmup_cosine(55, 100, 10, 0.0) == pytest.approx(0.5)  # half-way through the cosine
     assert warmup_cosine(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_real_slice_fit_then_test_writes_metrics(ucf_mini: tuple[Path, Path], tmp_path: Path) -> None:
+    """The real-data path of `make real` on 2 clips per class of the UCF-101 slice: prepare
+    (170x128, as configs/ucf101_3cls.yaml), a short fit, then `test` on the best checkpoint."""
+    root, lists = ucf_mini
+    args = ["--config", str(REPO / "configs" / "ucf101_3cls.yaml"), f"--data.root={root}", f"--data.split_dir={lists}",
+            *TINY_ARGS, "--data.batch_size=3", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+    assert main(["fit", *args, "--trainer.max_epochs=1"]) == 0
+    assert main(["test", *args, "--ckpt_path=best"]) == 0
+    out = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert out["class_names"] == ["BabyCrawling", "Punch", "PushUps"]
+    assert sum(map(sum, out["confusion_matrix"])) == 3  # one test clip per class
+    assert 0.0 <= out["metrics"]["test/acc"] <= 1.0
+
+
+def test_no_weight_decay_on_thresholds_norms_biases_and_positions() -> None:
+    from csvr.lit_module import param_groups
+    from csvr.models import CSVRNet
+
+    net = CSVRNet(3, variant="tiny", img_size=32)
+    decay, no_decay = (set(map(id, g["params"])) for g in param_groups(net))
+    names = dict(net.named_parameters())
+    assert id(names["stm_mv.layers.0.neuron.threshold"]) in no_decay
+    assert id(names["transformer.pos_temporal"]) in no_decay
+    assert id(names["stm_mv.layers.0.conv.weight"]) in decay
+    assert decay.isdisjoint(no_decay) and len(decay) + len(no_decay) == len(names)

@@ -193,14 +193,14 @@ def markdown(runs: list[dict[str, Any]], temporal: list[str]) -> str:
     if act:
         lines += ["", "STM first-layer activity on one test batch (LIF: spike rate; conv: mean ReLU output; "
                   "convgru: mean |hidden|), per region:", "",
-                  "| noise rate | module | stream | " + " | ".join(REGIONS) + " | noise/clean |",
-                  "|" + "---|" * (4 + len(REGIONS))]
+                  "| noise rate | module | stream | " + " | ".join(REGIONS) + " | noise/clean | noise/foreground |",
+                  "|" + "---|" * (5 + len(REGIONS))]
         for r in act:
             for stream, vals in r["layer1_activity"].items():
                 cells = ["–" if vals[g] is None else f"{vals[g]:.4f}" for g in REGIONS]
-                ne, cb = vals["noise_events"], vals["clean_background"]
-                ratio = "–" if ne is None or not cb else f"{ne / cb:.2f}"
-                lines.append(f"| {r['level']:g} | {r['temporal']} | {stream} | " + " | ".join(cells) + f" | {ratio} |")
+                ne = vals["noise_events"]
+                ratios = ["–" if ne is None or not vals[g] else f"{ne / vals[g]:.2f}" for g in ("clean_background", "foreground")]
+                lines.append(f"| {r['level']:g} | {r['temporal']} | {stream} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines) + "\n"
 
 
