@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.videos_util import make_ucf_mini
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -76,19 +78,7 @@ def ucf_mini(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> t
     returns (root, split_dir). Prepared into the session cache by the DataModule."""
     if not UCF_SLICE.is_dir():
         pytest.skip(f"{UCF_SLICE} absent (the shared UCF-101 slice)")
-    base = tmp_path_factory.mktemp("ucf_mini")
-    train = ["BabyCrawling/v_BabyCrawling_g19_c01.avi", "Punch/v_Punch_g15_c06.avi", "PushUps/v_PushUps_g16_c04.avi"]
-    test = ["BabyCrawling/v_BabyCrawling_g10_c02.avi", "Punch/v_Punch_g10_c03.avi", "PushUps/v_PushUps_g11_c03.avi"]
-    root = base / "UCF-101"
-    for rel in train + test:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink((UCF_SLICE / "UCF-101" / rel).resolve(), root / rel)
-    lists = base / "ucfTrainTestlist"
-    lists.mkdir()
-    (lists / "classInd.txt").write_bytes((UCF_SLICE / "ucfTrainTestlist" / "classInd.txt").read_bytes())
-    (lists / "trainlist01.txt").write_text("".join(f"{r} {i + 1}\r\n" for i, r in enumerate(train)), newline="")
-    (lists / "testlist01.txt").write_text("".join(f"{r}\r\n" for r in test), newline="")
-    return root, lists
+    return make_ucf_mini(tmp_path_factory.mktemp("ucf_mini"))
 
 
 @pytest.fixture(scope="session")

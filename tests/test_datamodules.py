@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -8,10 +7,9 @@ import torch
 
 from csvr.data import HMDB51DataModule, SyntheticMotionDataModule, UCF101DataModule, prepared_path
 from csvr.data.prepare import MANIFEST_NAME, ensure_prepared
-from tests.videos_util import UCF, make_moving_square_video
-
-TRAIN = ["BabyCrawling/v_BabyCrawling_g19_c01.avi", "Punch/v_Punch_g15_c06.avi", "PushUps/v_PushUps_g16_c04.avi"]
-TEST = ["BabyCrawling/v_BabyCrawling_g10_c02.avi", "Punch/v_Punch_g10_c03.avi", "PushUps/v_PushUps_g11_c03.avi"]
+from tests.videos_util import UCF, make_moving_square_video, make_ucf_mini
+from tests.videos_util import UCF_MINI_TEST as TEST
+from tests.videos_util import UCF_MINI_TRAIN as TRAIN
 SMALL = dict(num_segments=3, num_p=2, img_size=32, batch_size=3, num_workers=0, test_segments=6)
 
 
@@ -28,16 +26,7 @@ def ucf_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     if not UCF.is_dir():
         pytest.skip(f"{UCF} absent (shared UCF-101 slice)")
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
-    root = tmp_path / "UCF-101"
-    for rel in TRAIN + TEST:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink((UCF / "UCF-101" / rel).resolve(), root / rel)
-    lists = tmp_path / "ucfTrainTestlist"
-    lists.mkdir()
-    (lists / "classInd.txt").write_bytes((UCF / "ucfTrainTestlist" / "classInd.txt").read_bytes())
-    (lists / "trainlist01.txt").write_text("".join(f"{r} {i + 1}\r\n" for i, r in enumerate(TRAIN)), newline="")
-    (lists / "testlist01.txt").write_text("".join(f"{r}\r\n" for r in TEST), newline="")
-    return root
+    return make_ucf_mini(tmp_path)[0]
 
 
 def test_ucf101_datamodule(ucf_slice: Path, tmp_path: Path) -> None:

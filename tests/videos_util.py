@@ -152,3 +152,26 @@ def write_random_bytes(dst: str | os.PathLike, n: int = 100_000, seed: int = 0) 
 def write_empty(dst: str | os.PathLike) -> Path:
     Path(dst).write_bytes(b"")
     return Path(dst)
+
+
+# Two clips per class of the shared UCF-101 slice: one train, one test (different groups).
+UCF_MINI_TRAIN = ["BabyCrawling/v_BabyCrawling_g19_c01.avi", "Punch/v_Punch_g15_c06.avi",
+                  "PushUps/v_PushUps_g16_c04.avi"]
+UCF_MINI_TEST = ["BabyCrawling/v_BabyCrawling_g10_c02.avi", "Punch/v_Punch_g10_c03.avi",
+                 "PushUps/v_PushUps_g11_c03.avi"]
+
+
+def make_ucf_mini(base: str | os.PathLike) -> tuple[Path, Path]:
+    """Link UCF_MINI_* from the shared slice into `base` in the official layout, with CRLF
+    list files: returns (base/UCF-101, base/ucfTrainTestlist)."""
+    base = Path(base)
+    root, lists = base / "UCF-101", base / "ucfTrainTestlist"
+    for rel in UCF_MINI_TRAIN + UCF_MINI_TEST:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink((UCF / "UCF-101" / rel).resolve(), root / rel)
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_bytes((UCF / "ucfTrainTestlist" / "classInd.txt").read_bytes())
+    (lists / "trainlist01.txt").write_text("".join(f"{r} {i + 1}\r\n" for i, r in enumerate(UCF_MINI_TRAIN)),
+                                           newline="")
+    (lists / "testlist01.txt").write_text("".join(f"{r}\r\n" for r in UCF_MINI_TEST), newline="")
+    return root, lists
