@@ -121,22 +121,16 @@ def trainer_defaults() -> dict[str, Any]:
 def make_cli(args: list[str] | None = None, run: bool = True):
     """Instantiate the LightningCLI (`run=False`: build model, data and trainer only)."""
     cli_cls, lit_cls, _ = _cli_class()
-    argv = sys.argv
-    if args is not None:
-        sys.argv = argv[:1]  # `args` is the whole command line: no "args and sys.argv" warning
-    try:
-        return cli_cls(
-            model_class=lit_cls,
-            datamodule_class=None,  # any LightningDataModule subclass, from `data.class_path`
-            subclass_mode_data=True,
-            trainer_defaults=trainer_defaults(),
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False},
-            args=args,
-            run=run,
-        )
-    finally:
-        sys.argv = argv
+    return cli_cls(
+        model_class=lit_cls,
+        datamodule_class=None,  # any LightningDataModule subclass, from `data.class_path`
+        subclass_mode_data=True,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"default_env": False},
+        args=args,
+        run=run,
+    )
 
 
 def load_config_objects(config_paths: list[str], overrides: list[str] | None = None):
@@ -146,7 +140,13 @@ def load_config_objects(config_paths: list[str], overrides: list[str] | None = N
         args += ["--config", str(p)]
     args += list(overrides or [])
     args += ["--trainer.logger=false"]
-    cli = make_cli(args, run=False)
+    # `args` is the whole command line: hide the caller's argv (LightningCLI warns about both).
+    # Only here: a training run must keep sys.argv, which DDP re-launches for the other ranks.
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = make_cli(args, run=False)
+    finally:
+        sys.argv = argv
     return cli.model, cli.datamodule
 
 

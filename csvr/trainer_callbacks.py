@@ -9,8 +9,10 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose `last.ckpt` follows every epoch.
 
     Lightning 2.6 writes `last.ckpt` only in a step where a top-k checkpoint was written, so
-    after an epoch that does not improve the monitored metric `--ckpt_path last` would resume
-    from an older epoch. This refreshes it after every validation (or training epoch end).
+    after an epoch that does not improve the monitored metric (or one without validation,
+    `check_val_every_n_epoch` > 1) `--ckpt_path last` would resume from an older epoch. This
+    refreshes it after every validation and every training epoch (validation runs first, so
+    a validation epoch is saved once, best and last together).
     """
 
     def _refresh_last(self, trainer) -> None:
@@ -24,8 +26,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        self._refresh_last(trainer)
 
 
 class OptionalLearningRateMonitor(LearningRateMonitor):
