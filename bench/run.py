@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         mod = importlib.import_module(MODULES[key])
         for name, row in mod.run().items():
-            results[f"{key}/{name}"] = row
+            results[name if name.startswith(f"{key}/") else f"{key}/{name}"] = row
         print(f"[bench] {key}: {time.perf_counter() - t0:.1f} s", flush=True)
     meta = {
         "python": platform.python_version(),
