@@ -38,7 +38,6 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 def _cli_class():
     """Build the LightningCLI subclass lazily: importing Lightning costs seconds."""
     from lightning.pytorch.cli import LightningCLI
-    from lightning.pytorch.loggers import WandbLogger
 
     from csvr.lit_module import CSVRLitModule
     from csvr.trainer_callbacks import BestAndLastCheckpoint
@@ -102,7 +101,7 @@ def _cli_class():
         def after_predict(self) -> None:
             print_predictions(self.trainer)
 
-    return CSVRCLI, CSVRLitModule, WandbLogger
+    return CSVRCLI, CSVRLitModule
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -120,7 +119,7 @@ def trainer_defaults() -> dict[str, Any]:
 
 def make_cli(args: list[str] | None = None, run: bool = True):
     """Instantiate the LightningCLI (`run=False`: build model, data and trainer only)."""
-    cli_cls, lit_cls, _ = _cli_class()
+    cli_cls, lit_cls = _cli_class()
     return cli_cls(
         model_class=lit_cls,
         datamodule_class=None,  # any LightningDataModule subclass, from `data.class_path`

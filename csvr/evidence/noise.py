@@ -249,7 +249,7 @@ def write_results(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -
 def _quiet() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|LightningCLI's args parameter|LeafSpec).*")
+    warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec).*")
 
 
 def main(argv: list[str] | None = None) -> int:
