@@ -155,7 +155,7 @@ def find_best_checkpoint(dirpath: Path) -> Path:
 
     last = dirpath / "last.ckpt"
     if last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
         for key, state in ckpt.get("callbacks", {}).items():
             best = key.startswith("ModelCheckpoint") and state.get("best_model_path")
             if best and Path(best).exists():

@@ -100,6 +100,7 @@ class CSVRLitModule(LightningModule):
         self.val_acc_best = MaxMetric()
         self.test_confusion = MulticlassConfusionMatrix(n)
         self._warned_skipped: set[str] = set()
+        self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
 
     # ----------------------------------------------------------------- forward
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -208,9 +209,8 @@ class CSVRLitModule(LightningModule):
             self._pending_rng = checkpoint["rng_states"]
 
     def _restore_rng(self) -> None:
-        pending = getattr(self, "_pending_rng", None)
-        if pending is not None:
-            _set_rng_states(pending)
+        if self._pending_rng is not None:
+            _set_rng_states(self._pending_rng)
             self._pending_rng = None
 
 
