@@ -38,6 +38,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from csvr.data import kernels
 
 SUPPORTED_CODECS = ("mpeg4",)
 PICT_I, PICT_P, PICT_B = 1, 2, 3
@@ -206,15 +209,78 @@ def pick_p_frames(available: int, num_p: int) -> np.ndarray:
     return np.round(np.linspace(0, available - 1, num_p)).astype(int)
 
 
-def _to_rgba(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
-    """RGB of a frame in a fresh [H, W, 4] uint8 array (4th byte 0), ready for packed gathers.
+def reference_gop(frames: dict[int, np.ndarray], vectors: list[np.ndarray | None], picks: np.ndarray,
+                  num_p: int, accumulate: bool) -> GOP:
+    """The numpy reference extraction (the tests' oracle for `fast_gop`): `mv_field`,
+    `accumulate_mv` and `warp` applied as the module docstring says.
 
-    (FFmpeg's direct rgba conversion garbles the last columns at widths like 340 and PyAV may
-    hand back a reused buffer, so convert to rgb24 and copy.)
+    frames: {frame index in the GOP: [H, W, 3] uint8 RGB}, holding 0, every picked P-frame
+    p + 1 and, without accumulate, its reference p; vectors: the MOTION_VECTORS records of P-frames
+    1..picks[-1] + 1 (None where a frame has none); picks: `pick_p_frames`. Returns a full GOP.
     """
-    out = np.zeros((height, width, 4), np.uint8)
-    out[..., :3] = frame.to_ndarray(format="rgb24")
-    return out
+    iframe = frames[0]
+    h, w = iframe.shape[:2]
+    mv_out = np.zeros((num_p, 2, h, w), np.float32)
+    res_out = np.zeros((num_p, 3, h, w), np.float32)
+    wanted = {int(p): k for k, p in enumerate(picks)}
+    acc = np.zeros((2, h, w), np.float32)
+    for p, vec in enumerate(vectors):
+        mv = mv_field(vec, h, w)
+        if accumulate:
+            acc = accumulate_mv(acc, mv)
+        if (k := wanted.get(p)) is not None:
+            field, ref = (acc, iframe) if accumulate else (mv, frames[p])
+            mv_out[k] = field
+            res_out[k] = (frames[p + 1] - warp(ref, field)).transpose(2, 0, 1)
+    return GOP(np.ascontiguousarray(iframe.transpose(2, 0, 1)), mv_out, res_out)
+
+
+def block_grid(vectors: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    """Half-pel block vectors [2, gh, gw] int32 (2 dx, 2 dy per 16x16 block; 0 where absent), or
+    None when the records hold anything else than 16x16 blocks with full- or half-pel vectors
+    (then only `reference_gop` reads the GOP). Same block placement as `mv_field`."""
+    grid = np.zeros((2, -(-height // kernels.BLOCK), -(-width // kernels.BLOCK)), np.int32)
+    if vectors is None or len(vectors) == 0:
+        return grid
+    scale = vectors["motion_scale"]
+    if not ((vectors["w"] == 16).all() and (vectors["h"] == 16).all() and ((scale == 1) | (scale == 2)).all()):
+        return None
+    bx = vectors["dst_x"].astype(np.intp) // 16
+    by = vectors["dst_y"].astype(np.intp) // 16
+    ok = (bx >= 0) & (bx < grid.shape[2]) & (by >= 0) & (by < grid.shape[1])
+    per_pel = (2 // scale).astype(np.int32)  # half-pel units per codec unit
+    grid[0, by[ok], bx[ok]] = -vectors["motion_x"][ok] * per_pel[ok]
+    grid[1, by[ok], bx[ok]] = -vectors["motion_y"][ok] * per_pel[ok]
+    return grid
+
+
+def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.ndarray, accumulate: bool,
+             windows: list[kernels.Window], outs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """The compiled extraction (`kernels`): writes mv [T, 2, R, C] and residual [T, 3, R, C]
+    float32 of each output window into `outs` (zero-filled by the caller: padded P-frames stay 0).
+
+    frames as in `reference_gop`; grids: `block_grid` of P-frames 1..picks[-1] + 1. Equals
+    `reference_gop` sampled at the window's pixels and scaled by its multipliers, bit for bit.
+    """
+    iframe = frames[0]
+    h, w = iframe.shape[:2]
+    wanted = {int(p): k for k, p in enumerate(picks)}
+    if not accumulate:
+        for p, k in wanted.items():
+            for win, (mv_out, res_out) in zip(windows, outs):
+                kernels.residual_at(frames[p + 1], frames[p], grids[p], 4, win.rows, win.cols, win.mv_mul_x,
+                                    win.mv_mul_y, win.res_mul, mv_out[k], res_out[k])
+        return
+    gh, gw = grids[0].shape[1:]
+    acc = np.zeros((2, gh * kernels.BLOCK, gw * kernels.BLOCK), np.int32)
+    nxt = np.empty_like(acc)
+    for p, grid in enumerate(grids):
+        kernels.accumulate_step(acc, grid, nxt, h, w)
+        acc, nxt = nxt, acc
+        if (k := wanted.get(p)) is not None:
+            for win, (mv_out, res_out) in zip(windows, outs):
+                kernels.residual_at(frames[p + 1], iframe, acc, 0, win.rows, win.cols, win.mv_mul_x,
+                                    win.mv_mul_y, win.res_mul, mv_out[k], res_out[k])
 
 
 class CompressedVideo:
@@ -229,6 +295,9 @@ class CompressedVideo:
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such video file")
         self.frames_decoded = 0
+        # One persistent converter, one thread: a fresh SwsContext per frame (frame.to_ndarray)
+        # costs more than decoding the frame. Same RGB bytes as to_ndarray(format="rgb24").
+        self._rgb = VideoReformatter()
         try:
             self._container = av.open(str(self.path))
         except av.FFmpegError as e:
@@ -289,82 +358,91 @@ class CompressedVideo:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- reading ---------------------------------------------------------------------------
-    def _decode_gop(self, i: int, n_frames: int) -> list[av.VideoFrame]:
-        """Decode the first n_frames frames of GOP i (seek to its key frame, stop early)."""
+    # -- decoding --------------------------------------------------------------------------
+    def _vectors(self, frame: av.VideoFrame, i: int) -> np.ndarray | None:
+        """The MOTION_VECTORS records of a P-frame (None: no side data, e.g. all blocks intra)."""
+        if frame.pict_type != PICT_P:
+            raise UnsupportedVideoError(self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})")
+        sd = frame.side_data.get("MOTION_VECTORS")
+        if sd is None:
+            return None
+        vectors = sd.to_ndarray()
+        if len(vectors) and (vectors["source"] > 0).any():
+            raise UnsupportedVideoError(self.path, "B-frames (forward references)")
+        return vectors
+
+    def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, np.ndarray, int]:
+        """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, picks, T)
+        as `reference_gop` takes them; RGB only for the frames the extraction reads."""
+        if not 0 <= i < self.num_gops:
+            raise IndexError(f"{self.path}: GOP {i} out of range (0..{self.num_gops - 1})")
+        t_out = self.nominal_p if num_p is None else int(num_p)
+        picks = pick_p_frames(self.gop_lengths[i] - 1, t_out)
+        n_frames = 1 + (int(picks[-1]) + 1 if len(picks) else 0)
+        need = {0} | {int(p) + 1 for p in picks} | (set() if accumulate else {int(p) for p in picks})
         target = self._key_pts[i]
         s = self._stream
-        frames: list[av.VideoFrame] = []
+        frames: dict[int, np.ndarray] = {}
+        vectors: list[np.ndarray | None] = []
+        n = 0
         try:
             self._container.seek(target, stream=s, backward=True, any_frame=False)
             for frame in self._container.decode(s):
                 self.frames_decoded += 1
                 if frame.pts is not None and frame.pts < target:
                     continue
-                if not frames and frame.pts != target:
+                if n == 0 and frame.pts != target:
                     raise CorruptVideoError(self.path, f"seek to GOP {i} landed at pts {frame.pts}, not {target}")
                 if frame.pict_type == PICT_B:
                     raise UnsupportedVideoError(self.path, "B-frames")
-                frames.append(frame)
-                if len(frames) == n_frames:
+                if n > 0:
+                    vectors.append(self._vectors(frame, i))
+                if n in need:  # a copy: the converter may hand back a reused buffer
+                    frames[n] = np.array(self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
+                n += 1
+                if n == n_frames:
                     break
         except av.FFmpegError as e:
             raise CorruptVideoError(self.path, f"decoding GOP {i} failed: {e}") from e
-        if len(frames) < n_frames:
-            raise CorruptVideoError(self.path, f"GOP {i} holds {len(frames)} decodable frames, expected {n_frames}")
-        return frames
+        if n < n_frames:
+            raise CorruptVideoError(self.path, f"GOP {i} holds {n} decodable frames, expected {n_frames}")
+        return frames, vectors, picks, t_out
 
-    def _vectors(self, frame: av.VideoFrame, i: int) -> tuple[np.ndarray, bool]:
-        """(mv [2, H, W], True when every vector is half-pel or coarser)."""
-        sd = frame.side_data.get("MOTION_VECTORS")
-        if frame.pict_type != PICT_P:
-            raise UnsupportedVideoError(self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})")
-        if sd is None:
-            vectors = None  # an all-intra P-frame also has no vectors: tolerated, mv = 0
-        else:
-            vectors = sd.to_ndarray()
-            if len(vectors) and (vectors["source"] > 0).any():
-                raise UnsupportedVideoError(self.path, "B-frames (forward references)")
-        halfpel = vectors is None or len(vectors) == 0 or bool((vectors["motion_scale"] <= 2).all())
-        return mv_field(vectors, self.height, self.width), halfpel
-
-    def read_gop(self, i: int, num_p: int | None = None, accumulate: bool = False) -> GOP:
+    # -- reading ---------------------------------------------------------------------------
+    def read_gop(self, i: int, num_p: int | None = None, accumulate: bool = False, reference: bool = False) -> GOP:
         """Decode GOP i only and return its I-frame, motion vectors and residuals (see module doc).
 
         iframe [3, H, W] uint8; mv [T, 2, H, W] float32; residual [T, 3, H, W] float32, T = num_p.
+        The compiled kernels compute it (`reference=True`: the numpy reference, same values).
         """
-        if not 0 <= i < self.num_gops:
-            raise IndexError(f"{self.path}: GOP {i} out of range (0..{self.num_gops - 1})")
-        t_out = self.nominal_p if num_p is None else int(num_p)
+        frames, vectors, picks, t_out = self._decode(i, num_p, accumulate)
         h, w = self.height, self.width
-        picks = pick_p_frames(self.gop_lengths[i] - 1, t_out)
-        n_frames = 1 + (int(picks[-1]) + 1 if len(picks) else 0)
-        frames = self._decode_gop(i, n_frames)
-        rgba = lambda f: _to_rgba(f, h, w)  # noqa: E731  [H, W, 4] uint8
-        iframe = rgba(frames[0])
-        mv_out = np.zeros((t_out, 2, h, w), np.float32)
-        res_out = np.zeros((t_out, 3, h, w), np.float32)
-        wanted = {int(p): k for k, p in enumerate(picks)}
-        acc = np.zeros((2, h, w), np.float32)
-        halfpel = True  # motion_scale <= 2 on every vector so far: fields are multiples of 0.5
-        prev = iframe
-        for p in range(n_frames - 1):
-            frame = frames[p + 1]
-            mv, scale_ok = self._vectors(frame, i)
-            halfpel = (halfpel and scale_ok) if accumulate else scale_ok
-            if accumulate:
-                acc = accumulate_mv(acc, mv)
-            k = wanted.get(p)
-            cur = rgba(frame) if k is not None or (not accumulate and p + 1 in wanted) else None
-            if k is not None:
-                field, ref = (acc, iframe) if accumulate else (mv, prev)
-                mv_out[k] = field
-                m2 = (field * 2).astype(np.intp) if halfpel else _half_pel(field)
-                if m2 is None:
-                    pred = _warp_bilinear(ref[..., :3], field)
-                else:
-                    pred = _warp_rgba_sum(ref, m2)[..., :3] * np.float32(0.25)
-                res_out[k] = (cur[..., :3] - pred).transpose(2, 0, 1)
-            prev = cur
-        iframe = iframe[..., :3]
-        return GOP(np.ascontiguousarray(iframe.transpose(2, 0, 1)), mv_out, res_out)
+        grids = None if reference else [block_grid(v, h, w) for v in vectors]
+        if grids is None or any(g is None for g in grids):
+            return reference_gop(frames, vectors, picks, t_out, accumulate)
+        mv = np.zeros((t_out, 2, h, w), np.float32)
+        res = np.zeros((t_out, 3, h, w), np.float32)
+        fast_gop(frames, grids, picks, accumulate, [kernels.Window.full(h, w)], [(mv, res)])
+        return GOP(np.ascontiguousarray(frames[0].transpose(2, 0, 1)), mv, res)
+
+    def read_windows(self, i: int, num_p: int | None, accumulate: bool, windows: list[kernels.Window],
+                     outs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Decode GOP i and write its MVs and residuals at the pixels of each output window only.
+
+        windows: where and how to sample (`kernels.Window`: a crop, resize and flip as index arrays,
+        and the multipliers that scale and normalise); outs: per window, (mv [T, 2, R, C],
+        residual [T, 3, R, C]) float32 arrays of zeros to write into. Returns the I-frame
+        [H, W, 3] uint8 RGB. Equal, bit for bit, to sampling `read_gop`'s arrays at the window.
+        """
+        frames, vectors, picks, t_out = self._decode(i, num_p, accumulate)
+        grids = [block_grid(v, self.height, self.width) for v in vectors]
+        if all(g is not None for g in grids):
+            fast_gop(frames, grids, picks, accumulate, windows, outs)
+            return frames[0]
+        g = reference_gop(frames, vectors, picks, t_out, accumulate)  # e.g. quarter-pel or 8x8 blocks
+        for win, (mv_out, res_out) in zip(windows, outs):
+            at = np.ix_(win.rows, win.cols)
+            mv_out[:, 0] = g.mv[:, 0][:, at[0], at[1]] * (2 * win.mv_mul_x)
+            mv_out[:, 1] = g.mv[:, 1][:, at[0], at[1]] * (2 * win.mv_mul_y)
+            res_out[:] = g.residual[:, :, at[0], at[1]] * (4 * win.res_mul)
+        return frames[0]
