@@ -24,13 +24,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from csvr.data import kernels
 from csvr.data.batch import Batch
 from csvr.data.codec import CodecError, CompressedVideo
 from csvr.data.sampling import sample_test, sample_train
 from csvr.data.transforms import (
+    Crop,
     SpuriousMotion,
     apply_crop,
     centre_crop_params,
+    crop_window,
+    iframe_at,
     normalize,
     random_crop_params,
     three_crop_params,
@@ -93,6 +97,7 @@ class CompressedVideoDataset(Dataset):
         self.test_views, self.test_crops = test_views, test_crops
         self.skip_corrupt, self.noise, self.crop_scale, self.hflip = skip_corrupt, noise, crop_scale, hflip
         self._warned: set[str] = set()
+        kernels.warm_up()  # compile once here (or load the cache), not in every worker's first batch
         self.video_ids: dict[str, str] = {}  # relative path -> id to report (default: the path)
 
     def __len__(self) -> int:
@@ -122,16 +127,42 @@ class CompressedVideoDataset(Dataset):
             else:
                 idx = sample_test(video.num_gops, self.num_segments, self.test_views)
                 crops = three_crop_params(h, w) if self.test_crops == 3 else [centre_crop_params(h, w)]
-            done = {}  # GOP index -> [(iframe, mv, residual) per crop], already at img_size
-            for i in dict.fromkeys(idx):
-                g = video.read_gop(i, num_p=self.num_p, accumulate=self.accumulate)
-                if self.noise is not None:
-                    g.mv, g.residual = self.noise(g.mv, g.residual, rel, i)
-                done[i] = [apply_crop(g.iframe, g.mv, g.residual, c, self.img_size) for c in crops]
-        order = [(c, i) for c in range(len(crops)) for i in idx]  # crop-major, then view-major idx
-        streams = (np.stack([done[i][c][s] for c, i in order]) for s in range(3))
-        iframe, mv, res = normalize(*streams)
+            if self.noise is not None:
+                iframe, mv, res = self._read_noisy(video, rel, idx, crops)
+            else:
+                iframe, mv, res = self._read(video, idx, crops)
         return {"iframe": iframe, "mv": mv, "residual": res, "label": int(label), "video_id": self.video_ids.get(rel, rel)}
+
+    def _read(self, video: CompressedVideo, idx: list[int], crops: list[Crop]) -> tuple[torch.Tensor, ...]:
+        """MVs and residuals computed at the crops' output pixels only, already normalised,
+        written in place: index c * len(idx) + j is crop c of GOP idx[j] (crop-major)."""
+        n, size = len(idx), self.img_size
+        t = video.nominal_p if self.num_p is None else int(self.num_p)
+        s = len(crops) * n
+        iframe = np.empty((s, 3, size, size), np.float32)
+        mv = np.zeros((s, t, 2, size, size), np.float32)
+        res = np.zeros((s, t, 3, size, size), np.float32)
+        windows = [crop_window(c, size) for c in crops]
+        for i in dict.fromkeys(idx):
+            slots = [j for j in range(n) if idx[j] == i]
+            first = [c * n + slots[0] for c in range(len(crops))]
+            rgb = video.read_windows(i, self.num_p, self.accumulate, windows, [(mv[k], res[k]) for k in first])
+            for c, k in enumerate(first):
+                iframe_at(rgb, windows[c], iframe[k])
+                for j in slots[1:]:  # a GOP sampled twice (short video): copy
+                    for a in (iframe, mv, res):
+                        a[c * n + j] = a[k]
+        return torch.from_numpy(iframe), torch.from_numpy(mv), torch.from_numpy(res)
+
+    def _read_noisy(self, video: CompressedVideo, rel: str, idx: list[int], crops: list[Crop]) -> tuple[torch.Tensor, ...]:
+        """With spurious-motion noise, which acts on whole decoded GOPs before the crop."""
+        done = {}  # GOP index -> [(iframe, mv, residual) per crop], already at img_size
+        for i in dict.fromkeys(idx):
+            g = video.read_gop(i, num_p=self.num_p, accumulate=self.accumulate)
+            g.mv, g.residual = self.noise(g.mv, g.residual, rel, i)
+            done[i] = [apply_crop(g.iframe, g.mv, g.residual, c, self.img_size) for c in crops]
+        order = [(c, i) for c in range(len(crops)) for i in idx]  # crop-major, then view-major idx
+        return normalize(*(np.stack([done[i][c][s] for c, i in order]) for s in range(3)))
 
 
 class EpochSampler(torch.utils.data.Sampler):

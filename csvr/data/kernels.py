@@ -105,3 +105,15 @@ def residual_at(
                 res_out[ch, r, c] = np.float32(4 * np.int32(cur[y, x, ch]) - s) * res_mul
             mv_out[0, r, c] = np.float32(mx) * mv_mul_x
             mv_out[1, r, c] = np.float32(my) * mv_mul_y
+
+
+def warm_up() -> None:
+    """Compile (first run) or load from numba's on-disk cache (later runs, DataLoader workers)
+    every kernel for the argument types the codec passes, on tiny arrays."""
+    rgb = np.zeros((BLOCK, BLOCK, 3), np.uint8)
+    grid = np.zeros((2, 1, 1), np.int32)
+    acc = np.zeros((2, BLOCK, BLOCK), np.int32)
+    accumulate_step(acc, grid, np.empty_like(acc), BLOCK, BLOCK)
+    win = Window.full(2, 2)
+    out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
+    residual_at(rgb, rgb, grid, 4, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from csvr.data.kernels import Window
+
 # Normalisation (the data side normalises; the model never does).
 IFRAME_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)  # of RGB / 255
 IFRAME_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -99,6 +101,39 @@ def apply_crop(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same crop/resize/flip on the three streams (shapes as in the module docstring)."""
     return crop_resize(iframe, crop, size), crop_resize_mv(mv, crop, size), crop_resize(residual, crop, size)
+
+
+def crop_window(crop: Crop, size: int) -> Window:
+    """The output window of `crop` resized to size x size, already normalised: the kernels
+    then write what `apply_crop` followed by `normalize` gives, bit for bit (the float32
+    resize factor is applied first, then the exact power-of-two scales)."""
+    sx = np.float32(size / crop.w * (-1.0 if crop.flip else 1.0))
+    sy = np.float32(size / crop.h)
+    half_over_scale = np.float32(0.5 / MV_SCALE)  # m2 is 2 x the vector; MV_SCALE a power of 2
+    return Window(
+        _index(crop.y0, crop.h, size),
+        _index(crop.x0, crop.w, size, reverse=crop.flip),
+        sx * half_over_scale,
+        sy * half_over_scale,
+        np.float32(0.25 / RESIDUAL_SCALE),
+    )
+
+
+def _iframe_lut() -> np.ndarray:
+    """[3, 256] float32: the normalised value of every uint8 level, by `normalize`'s own ops."""
+    mean = np.asarray(IFRAME_MEAN, np.float32).reshape(3, 1)
+    std = np.asarray(IFRAME_STD, np.float32).reshape(3, 1)
+    return (np.arange(256, dtype=np.uint8)[None].repeat(3, 0).astype(np.float32) / 255.0 - mean) / std
+
+
+IFRAME_LUT = _iframe_lut()
+
+
+def iframe_at(rgb: np.ndarray, window: Window, out: np.ndarray) -> None:
+    """Write the normalised I-frame [3, R, C] at the window's pixels of rgb [H, W, 3] uint8."""
+    pix = rgb[window.rows[:, None], window.cols[None, :]]  # [R, C, 3]
+    for ch in range(3):
+        out[ch] = IFRAME_LUT[ch][pix[..., ch]]
 
 
 def normalize(

@@ -1,0 +1,213 @@
+"""The compiled GOP extraction (csvr/data/kernels.py, codec.fast_gop, read_windows) against the
+numpy reference (codec.reference_gop, warp, accumulate_mv, transforms.apply_crop + normalize):
+bit-identical outputs on videos encoded here (odd sizes, short GOPs, flips, crops)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from tests.videos_util import UCF, make_moving_square_video, moving_square_frames
+
+from csvr.data import kernels
+from csvr.data.codec import CompressedVideo, accumulate_mv, block_grid, warp
+from csvr.data.datasets import WORKER_CONTEXT, CompressedVideoDataset, collate
+from csvr.data.encode import encode_video
+from csvr.data.sampling import sample_test, sample_train
+from csvr.data.transforms import (Crop, apply_crop, crop_window, iframe_at, normalize,
+                                  random_crop_params, three_crop_params)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    """340x256 (a partial last block column), 30 frames: GOPs of 12, 12 and 6 frames."""
+    return make_moving_square_video(tmp_path_factory.mktemp("odd") / "odd.avi", shift=(3, -1), n_frames=30,
+                                    start=(120, 100)).path
+
+
+@pytest.fixture(scope="module")
+def qpel(tmp_path_factory):
+    """Quarter-pel vectors and 8x8 blocks (four_mv): the reader falls back to the reference."""
+    path = tmp_path_factory.mktemp("qpel") / "qpel.avi"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt, s.time_base = 200, 120, "yuv420p", Fraction(1, 25)
+        s.codec_context.gop_size, s.codec_context.max_b_frames = 12, 0
+        s.codec_context.flags |= av.codec.context.Flags.qpel | av.codec.context.Flags.four_mv
+        for t, rgb in enumerate(moving_square_frames(shift=(3, 1), n_frames=24, size=(200, 120), square=48,
+                                                     start=(20, 20))):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            f.pts = t
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    return path
+
+
+def real_clips(tmp_path_factory):
+    """Two UCF-101 clips of ../shared re-encoded at 340x256 and 170x128 (skip without them)."""
+    clips = sorted((UCF / "UCF-101").glob("*/*.avi"))[::97][:2] if UCF.exists() else []
+    if not clips:
+        pytest.skip(f"UCF slice absent: {UCF}")
+    out, tmp = [], tmp_path_factory.mktemp("real")
+    for n, clip in enumerate(clips):
+        with av.open(str(clip)) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in itertools.islice(c.decode(video=0), 36)]
+        for w, h in ((340, 256), (170, 128)):
+            encode_video(frames, tmp / f"{n}_{w}.avi", width=w, height=h)
+            out.append(tmp / f"{n}_{w}.avi")
+    return out
+
+
+def assert_gops_equal(a, b):
+    np.testing.assert_array_equal(a.iframe, b.iframe)
+    np.testing.assert_array_equal(a.mv, b.mv)
+    np.testing.assert_array_equal(a.residual, b.residual)
+
+
+def check_video(path, crops_per_gop=2, size=37, seed=0):
+    """fast == reference for every GOP, mode and T; read_windows == apply_crop + normalize."""
+    rng = np.random.default_rng(seed)
+    with CompressedVideo(path) as v:
+        h, w = v.height, v.width
+        for i, accumulate, num_p in itertools.product(range(v.num_gops), (False, True), (None, 4, 15)):
+            ref = v.read_gop(i, num_p, accumulate, reference=True)
+            assert_gops_equal(v.read_gop(i, num_p, accumulate), ref)
+            crops = [random_crop_params(h, w, rng, flip_p=0.5) for _ in range(crops_per_gop)]
+            crops += [Crop(0, 0, w, h, flip=True), *three_crop_params(h, w)]
+            t = ref.mv.shape[0]
+            outs = [(np.zeros((t, 2, size, size), np.float32), np.zeros((t, 3, size, size), np.float32)) for _ in crops]
+            windows = [crop_window(c, size) for c in crops]
+            rgb = v.read_windows(i, num_p, accumulate, windows, outs)
+            for c, win, (mv, res) in zip(crops, windows, outs):
+                want = normalize(*apply_crop(ref.iframe, ref.mv, ref.residual, c, size))
+                got_i = np.empty((3, size, size), np.float32)
+                iframe_at(rgb, win, got_i)
+                np.testing.assert_array_equal(got_i, want[0].numpy())
+                np.testing.assert_array_equal(mv, want[1].numpy())
+                np.testing.assert_array_equal(res, want[2].numpy())
+
+
+def test_fast_equals_reference_odd_size_short_gop(odd):
+    with CompressedVideo(odd) as v:
+        assert v.gop_lengths == [12, 12, 6] and (v.width, v.height) == (340, 256)
+    check_video(odd)
+
+
+def test_fallback_for_quarter_pel_and_8x8_blocks(qpel):
+    with CompressedVideo(qpel) as v:
+        grids = []
+        for i in range(v.num_gops):
+            _, vectors, _, _ = v._decode(i, None, False)
+            grids += [block_grid(x, v.height, v.width) for x in vectors]
+    assert any(g is None for g in grids)  # the reference path is exercised
+    check_video(qpel, crops_per_gop=1, size=24)
+
+
+def test_fast_equals_reference_real_clips(tmp_path_factory):
+    for path in real_clips(tmp_path_factory):
+        check_video(path, crops_per_gop=1, size=64)
+
+
+# -- the kernels alone ------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w", [(48, 80), (37, 51)])
+def test_accumulate_step_equals_accumulate_mv(h, w):
+    rng = np.random.default_rng(h)
+    gh, gw = -(-h // 16), -(-w // 16)
+    acc_ref = np.zeros((2, h, w), np.float32)
+    acc = np.zeros((2, gh * 16, gw * 16), np.int32)
+    for _ in range(5):
+        grid = rng.integers(-40, 41, (2, gh, gw)).astype(np.int32)  # up to 20 px, some off-frame
+        mv = grid.repeat(16, 1).repeat(16, 2)[:, :h, :w].astype(np.float32) / 2
+        acc_ref = accumulate_mv(acc_ref, mv)
+        nxt = np.empty_like(acc)
+        kernels.accumulate_step(acc, grid, nxt, h, w)
+        acc = nxt
+        np.testing.assert_array_equal(acc[:, :h, :w] / 2, acc_ref)
+
+
+def test_residual_at_equals_warp():
+    rng = np.random.default_rng(1)
+    h, w = 37, 51
+    cur, ref = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
+    field = rng.integers(-30, 31, (2, h, w)).astype(np.int32)
+    rows, cols = rng.integers(0, h, 9), rng.integers(0, w, 11)
+    mv, res = np.zeros((2, 9, 11), np.float32), np.zeros((3, 9, 11), np.float32)
+    kernels.residual_at(cur, ref, field, 0, rows, cols, np.float32(0.5), np.float32(0.5), np.float32(0.25), mv, res)
+    want = (cur - warp(ref, field / np.float32(2))).transpose(2, 0, 1)
+    np.testing.assert_array_equal(res, want[:, rows][:, :, cols])
+    np.testing.assert_array_equal(mv, (field / np.float32(2))[:, rows][:, :, cols])
+
+
+# -- the dataset: one crop-aware path, same samples as the reference --------------------------
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory, odd):
+    root = tmp_path_factory.mktemp("tree")
+    for rel in ("a/x.avi", "b/y.avi"):
+        (root / rel).parent.mkdir()
+        (root / rel).symlink_to(odd)
+    return root, [("a/x.avi", 0), ("b/y.avi", 1)]
+
+
+def reference_sample(path, idx, crops, size, num_p, accumulate):
+    with CompressedVideo(path) as v:
+        gops = {i: v.read_gop(i, num_p, accumulate, reference=True) for i in set(idx)}
+    parts = [apply_crop(gops[i].iframe, gops[i].mv, gops[i].residual, c, size) for c in crops for i in idx]
+    return normalize(*(np.stack([p[s] for p in parts]) for s in range(3)))
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_dataset_samples_equal_reference(tree, accumulate):
+    root, items = tree
+    kw = dict(num_segments=4, num_p=4, accumulate=accumulate, img_size=33)
+    train = CompressedVideoDataset(root, items, train=True, **kw)
+    for seed in (3, 11):
+        s = train[(0, seed)]
+        rng = np.random.default_rng(seed)
+        idx = sample_train(3, 4, rng)  # 3 GOPs, K=4: one GOP twice
+        crop = random_crop_params(256, 340, rng)
+        for got, want in zip((s["iframe"], s["mv"], s["residual"]), reference_sample(root / items[0][0], idx, [crop], 33, 4, accumulate)):
+            assert torch.equal(got, want)
+    test = CompressedVideoDataset(root, items, train=False, test_views=2, test_crops=3, **kw)
+    s = test[1]
+    want = reference_sample(root / items[1][0], sample_test(3, 4, 2), three_crop_params(256, 340), 33, 4, accumulate)
+    for got, w in zip((s["iframe"], s["mv"], s["residual"]), want):
+        assert torch.equal(got, w)
+
+
+def test_spawned_worker_gives_the_same_batches(tree):
+    root, items = tree
+    ds = CompressedVideoDataset(root, items, num_segments=2, num_p=3, accumulate=True, img_size=32, train=False)
+    loader = lambda n: torch.utils.data.DataLoader(  # noqa: E731
+        ds, batch_size=2, num_workers=n, collate_fn=collate, multiprocessing_context=WORKER_CONTEXT if n else None)
+    a, b = next(iter(loader(0))), next(iter(loader(1)))
+    for key in ("iframe", "mv", "residual"):
+        assert torch.equal(a[key], b[key])
+
+
+def test_kernels_cached_and_fork_safe(tree):
+    """A fresh process loads the compiled kernels from numba's disk cache (no compiling), and a
+    forked DataLoader worker runs them."""
+    root, items = tree
+    kernels.warm_up()  # writes the cache if this checkout has none yet
+    script = f"""
+import torch
+from csvr.data import kernels
+from csvr.data.datasets import CompressedVideoDataset, collate
+ds = CompressedVideoDataset({str(root)!r}, {items!r}, num_segments=2, num_p=3, accumulate=False, img_size=16, train=False)
+print("misses", sum(sum(k.stats.cache_misses.values()) for k in (kernels.residual_at, kernels.accumulate_step)))
+batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate,
+                                              multiprocessing_context="fork")))
+print("shape", tuple(batch["mv"].shape))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "misses 0" in out.stdout and "shape (2, 2, 3, 2, 16, 16)" in out.stdout, out.stdout
