@@ -17,7 +17,7 @@ import torch
 from tests.videos_util import UCF, make_moving_square_video, moving_square_frames
 
 from csvr.data import kernels
-from csvr.data.codec import CompressedVideo, accumulate_mv, block_grid, warp
+from csvr.data.codec import CompressedVideo, accumulate_mv, mv_field, warp
 from csvr.data.datasets import WORKER_CONTEXT, CompressedVideoDataset, collate
 from csvr.data.encode import encode_video
 from csvr.data.sampling import sample_test, sample_train
@@ -104,11 +104,7 @@ def test_fast_equals_reference_odd_size_short_gop(odd):
 
 def test_fallback_for_quarter_pel_and_8x8_blocks(qpel):
     with CompressedVideo(qpel) as v:
-        grids = []
-        for i in range(v.num_gops):
-            _, vectors, _, _ = v._decode(i, None, False)
-            grids += [block_grid(x, v.height, v.width) for x in vectors]
-    assert any(g is None for g in grids)  # the reference path is exercised
+        assert any(v._decode(i, None, False)[2] is None for i in range(v.num_gops))  # the reference path runs
     check_video(qpel, crops_per_gop=1, size=24)
 
 
@@ -211,3 +207,21 @@ print("shape", tuple(batch["mv"].shape))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "misses 0" in out.stdout and "shape (2, 2, 3, 2, 16, 16)" in out.stdout, out.stdout
+
+
+def test_parse_vectors_equals_mv_field():
+    rng = np.random.default_rng(2)
+    h, w = 40, 70  # 3 x 5 blocks, partial last row and column
+    rec = np.zeros(30, kernels.MV_DTYPE)
+    rec["w"] = rec["h"] = 16
+    rec["dst_x"] = rng.integers(-1, 6, 30) * 16 + 8  # some blocks outside the frame
+    rec["dst_y"] = rng.integers(0, 4, 30) * 16 + 8
+    rec["motion_x"], rec["motion_y"] = rng.integers(-9, 10, 30), rng.integers(-9, 10, 30)
+    rec["motion_scale"] = rng.choice([1, 2], 30)
+    grid = np.empty((2, 3, 5), np.int32)
+    assert kernels.parse_vectors(rec, grid) == 0
+    np.testing.assert_array_equal(grid.repeat(16, 1).repeat(16, 2)[:, :h, :w] / np.float32(2), mv_field(rec, h, w))
+    rec["w"][3] = 8
+    assert kernels.parse_vectors(rec, grid) == 1  # not a 16x16 block: the reference reads it
+    rec["source"][5] = 1
+    assert kernels.parse_vectors(rec, grid) == 2  # a forward reference: B-frames

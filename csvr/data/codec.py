@@ -235,41 +235,35 @@ def reference_gop(frames: dict[int, np.ndarray], vectors: list[np.ndarray | None
     return GOP(np.ascontiguousarray(iframe.transpose(2, 0, 1)), mv_out, res_out)
 
 
-def block_grid(vectors: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
-    """Half-pel block vectors [2, gh, gw] int32 (2 dx, 2 dy per 16x16 block; 0 where absent), or
-    None when the records hold anything else than 16x16 blocks with full- or half-pel vectors
-    (then only `reference_gop` reads the GOP). Same block placement as `mv_field`."""
-    grid = np.zeros((2, -(-height // kernels.BLOCK), -(-width // kernels.BLOCK)), np.int32)
-    if vectors is None or len(vectors) == 0:
-        return grid
-    scale = vectors["motion_scale"]
-    if not ((vectors["w"] == 16).all() and (vectors["h"] == 16).all() and ((scale == 1) | (scale == 2)).all()):
-        return None
-    bx = vectors["dst_x"].astype(np.intp) // 16
-    by = vectors["dst_y"].astype(np.intp) // 16
-    ok = (bx >= 0) & (bx < grid.shape[2]) & (by >= 0) & (by < grid.shape[1])
-    per_pel = (2 // scale).astype(np.int32)  # half-pel units per codec unit
-    grid[0, by[ok], bx[ok]] = -vectors["motion_x"][ok] * per_pel[ok]
-    grid[1, by[ok], bx[ok]] = -vectors["motion_y"][ok] * per_pel[ok]
-    return grid
-
-
 def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.ndarray, accumulate: bool,
              windows: list[kernels.Window], outs: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """The compiled extraction (`kernels`): writes mv [T, 2, R, C] and residual [T, 3, R, C]
     float32 of each output window into `outs` (zero-filled by the caller: padded P-frames stay 0).
 
-    frames as in `reference_gop`; grids: `block_grid` of P-frames 1..picks[-1] + 1. Equals
-    `reference_gop` sampled at the window's pixels and scaled by its multipliers, bit for bit.
+    frames as in `reference_gop`; grids: `kernels.parse_vectors` of P-frames 1..picks[-1] + 1.
+    Equals `reference_gop` sampled at the window's pixels and scaled by its multipliers, bit for
+    bit. When a resize repeats source pixels, each is computed once and then copied (`expand`).
     """
     iframe = frames[0]
     h, w = iframe.shape[:2]
     wanted = {int(p): k for k, p in enumerate(picks)}
+    uniq = [win.unique() for win in windows]
+
+    def write(cur: np.ndarray, ref: np.ndarray, field: np.ndarray, shift: int, k: int) -> None:
+        for win, u, (mv_out, res_out) in zip(windows, uniq, outs):
+            if u is None:
+                kernels.residual_at(cur, ref, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y,
+                                    win.res_mul, mv_out[k], res_out[k])
+                continue
+            rows, cols, ri, ci = u
+            mv, res = np.empty((2, len(rows), len(cols)), np.float32), np.empty((3, len(rows), len(cols)), np.float32)
+            kernels.residual_at(cur, ref, field, shift, rows, cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, mv, res)
+            kernels.expand(mv, ri, ci, mv_out[k])
+            kernels.expand(res, ri, ci, res_out[k])
+
     if not accumulate:
         for p, k in wanted.items():
-            for win, (mv_out, res_out) in zip(windows, outs):
-                kernels.residual_at(frames[p + 1], frames[p], grids[p], 4, win.rows, win.cols, win.mv_mul_x,
-                                    win.mv_mul_y, win.res_mul, mv_out[k], res_out[k])
+            write(frames[p + 1], frames[p], grids[p], 4, k)
         return
     gh, gw = grids[0].shape[1:]
     acc = np.zeros((2, gh * kernels.BLOCK, gw * kernels.BLOCK), np.int32)
@@ -278,9 +272,21 @@ def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.n
         kernels.accumulate_step(acc, grid, nxt, h, w)
         acc, nxt = nxt, acc
         if (k := wanted.get(p)) is not None:
-            for win, (mv_out, res_out) in zip(windows, outs):
-                kernels.residual_at(frames[p + 1], iframe, acc, 0, win.rows, win.cols, win.mv_mul_x,
-                                    win.mv_mul_y, win.res_mul, mv_out[k], res_out[k])
+            write(frames[p + 1], iframe, acc, 0, k)
+
+
+def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
+    """The MOTION_VECTORS records (`kernels.MV_DTYPE`), read from the buffer (a copy)."""
+    global _RECORDS_CHECKED
+    if not _RECORDS_CHECKED:  # PyAV's own view once, to be sure the layout is the one we read
+        if side_data.to_ndarray().dtype != kernels.MV_DTYPE:
+            raise RuntimeError(f"PyAV {av.__version__} exports motion vectors as {side_data.to_ndarray().dtype}, "
+                               f"not the layout csvr.data.kernels.MV_DTYPE reads: update MV_DTYPE")
+        _RECORDS_CHECKED = True
+    return np.frombuffer(side_data, kernels.MV_DTYPE).copy()
+
+
+_RECORDS_CHECKED = False
 
 
 class CompressedVideo:
@@ -359,21 +365,23 @@ class CompressedVideo:
         self.close()
 
     # -- decoding --------------------------------------------------------------------------
-    def _vectors(self, frame: av.VideoFrame, i: int) -> np.ndarray | None:
-        """The MOTION_VECTORS records of a P-frame (None: no side data, e.g. all blocks intra)."""
+    def _vectors(self, frame: av.VideoFrame, i: int) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """(MOTION_VECTORS records or None, half-pel block grid, `kernels.parse_vectors` status)
+        of a P-frame. No side data (e.g. every block intra) means no motion."""
         if frame.pict_type != PICT_P:
             raise UnsupportedVideoError(self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})")
+        grid = np.empty((2, -(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.int32)
         sd = frame.side_data.get("MOTION_VECTORS")
-        if sd is None:
-            return None
-        vectors = sd.to_ndarray()
-        if len(vectors) and (vectors["source"] > 0).any():
+        vectors = None if sd is None else _records(sd)
+        status = kernels.parse_vectors(np.zeros(0, kernels.MV_DTYPE) if vectors is None else vectors, grid)
+        if status == 2:
             raise UnsupportedVideoError(self.path, "B-frames (forward references)")
-        return vectors
+        return vectors, grid, status
 
-    def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, np.ndarray, int]:
-        """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, picks, T)
-        as `reference_gop` takes them; RGB only for the frames the extraction reads."""
+    def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, list | None, np.ndarray, int]:
+        """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, grids,
+        picks, T), frames and vectors as `reference_gop` takes them (RGB only for the frames the
+        extraction reads), grids as `fast_gop` does (None when only the reference can)."""
         if not 0 <= i < self.num_gops:
             raise IndexError(f"{self.path}: GOP {i} out of range (0..{self.num_gops - 1})")
         t_out = self.nominal_p if num_p is None else int(num_p)
@@ -384,6 +392,7 @@ class CompressedVideo:
         s = self._stream
         frames: dict[int, np.ndarray] = {}
         vectors: list[np.ndarray | None] = []
+        grids: list[np.ndarray] | None = []
         n = 0
         try:
             self._container.seek(target, stream=s, backward=True, any_frame=False)
@@ -396,7 +405,9 @@ class CompressedVideo:
                 if frame.pict_type == PICT_B:
                     raise UnsupportedVideoError(self.path, "B-frames")
                 if n > 0:
-                    vectors.append(self._vectors(frame, i))
+                    vec, grid, status = self._vectors(frame, i)
+                    vectors.append(vec)
+                    grids = None if grids is None or status else grids + [grid]
                 if n in need:  # a copy: the converter may hand back a reused buffer
                     frames[n] = np.array(self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
                 n += 1
@@ -406,7 +417,7 @@ class CompressedVideo:
             raise CorruptVideoError(self.path, f"decoding GOP {i} failed: {e}") from e
         if n < n_frames:
             raise CorruptVideoError(self.path, f"GOP {i} holds {n} decodable frames, expected {n_frames}")
-        return frames, vectors, picks, t_out
+        return frames, vectors, grids, picks, t_out
 
     # -- reading ---------------------------------------------------------------------------
     def read_gop(self, i: int, num_p: int | None = None, accumulate: bool = False, reference: bool = False) -> GOP:
@@ -415,10 +426,9 @@ class CompressedVideo:
         iframe [3, H, W] uint8; mv [T, 2, H, W] float32; residual [T, 3, H, W] float32, T = num_p.
         The compiled kernels compute it (`reference=True`: the numpy reference, same values).
         """
-        frames, vectors, picks, t_out = self._decode(i, num_p, accumulate)
+        frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)
         h, w = self.height, self.width
-        grids = None if reference else [block_grid(v, h, w) for v in vectors]
-        if grids is None or any(g is None for g in grids):
+        if reference or grids is None:
             return reference_gop(frames, vectors, picks, t_out, accumulate)
         mv = np.zeros((t_out, 2, h, w), np.float32)
         res = np.zeros((t_out, 3, h, w), np.float32)
@@ -434,9 +444,8 @@ class CompressedVideo:
         residual [T, 3, R, C]) float32 arrays of zeros to write into. Returns the I-frame
         [H, W, 3] uint8 RGB. Equal, bit for bit, to sampling `read_gop`'s arrays at the window.
         """
-        frames, vectors, picks, t_out = self._decode(i, num_p, accumulate)
-        grids = [block_grid(v, self.height, self.width) for v in vectors]
-        if all(g is not None for g in grids):
+        frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)
+        if grids is not None:
             fast_gop(frames, grids, picks, accumulate, windows, outs)
             return frames[0]
         g = reference_gop(frames, vectors, picks, t_out, accumulate)  # e.g. quarter-pel or 8x8 blocks

@@ -19,6 +19,17 @@ import numba as nb
 import numpy as np
 
 BLOCK = 16  # MPEG-4 Part 2 macroblock side, pixels
+# FFmpeg's AVMotionVector as PyAV 18 exports it (`MotionVectors.to_ndarray().dtype`); the
+# codec reads the side data buffer with it directly (np.frombuffer) and checks it once.
+MV_DTYPE = np.dtype(
+    {
+        "names": ["source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y", "motion_scale"],
+        "formats": ["<i4", "u1", "u1", "<i2", "<i2", "<i2", "<i2", "<u8", "<i4", "<i4", "<u2"],
+        "offsets": [0, 4, 5, 6, 8, 10, 12, 16, 24, 28, 32],
+        "itemsize": 40,
+        "aligned": True,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -32,11 +43,48 @@ class Window:
     mv_mul_y: np.float32
     res_mul: np.float32
 
+    def unique(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """(rows, cols) without repeats and the maps back, when an upsampling resize repeats
+        source pixels (compute each once, then `expand`); None when nothing repeats."""
+        ru, ri = np.unique(self.rows, return_inverse=True)
+        cu, ci = np.unique(self.cols, return_inverse=True)
+        if len(ru) == len(self.rows) and len(cu) == len(self.cols):
+            return None
+        return ru, cu, ri.astype(np.intp), ci.astype(np.intp)
+
     @classmethod
     def full(cls, height: int, width: int) -> Window:
         """Every pixel, in pixel units (what `CompressedVideo.read_gop` returns)."""
         half = np.float32(0.5)
         return cls(np.arange(height), np.arange(width), half, half, np.float32(0.25))
+
+
+@nb.njit(cache=True, nogil=True)
+def parse_vectors(vectors: np.ndarray, grid: np.ndarray) -> int:
+    """Fill grid [2, gh, gw] int32 (zeroed first) with the half-pel vectors (2 dx, 2 dy) of
+    FFmpeg's MOTION_VECTORS records, at block (dst_y // 16, dst_x // 16) (dst is the block
+    centre; out-of-frame blocks dropped, later records win, as `codec.mv_field`).
+
+    Returns 0, or 1 when a record is not a 16x16 block with full- or half-pel motion (only the
+    numpy reference reads such a GOP), or 2 on a forward reference (a B-frame: an error).
+    """
+    gh, gw = grid.shape[1], grid.shape[2]
+    grid[:] = 0
+    status = 0
+    for n in range(vectors.shape[0]):
+        v = vectors[n]
+        if v.source > 0:
+            return 2
+        scale = v.motion_scale
+        if v.w != BLOCK or v.h != BLOCK or (scale != 1 and scale != 2):
+            status = 1
+            continue
+        bx, by = v.dst_x // BLOCK, v.dst_y // BLOCK
+        if 0 <= bx < gw and 0 <= by < gh:
+            per_unit = 2 // scale  # half-pels per codec unit
+            grid[0, by, bx] = -v.motion_x * per_unit
+            grid[1, by, bx] = -v.motion_y * per_unit
+    return status
 
 
 @nb.njit(cache=True, nogil=True)
@@ -52,14 +100,22 @@ def accumulate_step(prev: np.ndarray, grid: np.ndarray, out: np.ndarray, height:
         for bx in range(gw):
             mx, my = grid[0, by, bx], grid[1, by, bx]
             ox, oy = (1 - mx) >> 1, (1 - my) >> 1
+            x0 = bx * BLOCK
+            inside = x0 + ox >= 0 and x0 + BLOCK - 1 + ox <= width - 1
             for r in range(BLOCK):
                 y = by * BLOCK + r
                 qy = min(max(y + oy, 0), height - 1)
-                for c in range(BLOCK):
-                    x = bx * BLOCK + c
-                    qx = min(max(x + ox, 0), width - 1)
-                    out[0, y, x] = mx + prev[0, qy, qx]
-                    out[1, y, x] = my + prev[1, qy, qx]
+                if inside:  # a contiguous row: fixed-length loop over slices (vectorised)
+                    s0, s1 = prev[0, qy, x0 + ox:x0 + ox + BLOCK], prev[1, qy, x0 + ox:x0 + ox + BLOCK]
+                    d0, d1 = out[0, y, x0:x0 + BLOCK], out[1, y, x0:x0 + BLOCK]
+                    for c in range(BLOCK):
+                        d0[c] = mx + s0[c]
+                        d1[c] = my + s1[c]
+                else:
+                    for c in range(BLOCK):
+                        qx = min(max(x0 + c + ox, 0), width - 1)
+                        out[0, y, x0 + c] = mx + prev[0, qy, qx]
+                        out[1, y, x0 + c] = my + prev[1, qy, qx]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -107,6 +163,16 @@ def residual_at(
             mv_out[1, r, c] = np.float32(my) * mv_mul_y
 
 
+@nb.njit(cache=True, nogil=True)
+def expand(src: np.ndarray, ri: np.ndarray, ci: np.ndarray, out: np.ndarray) -> None:
+    """out[:, r, c] = src[:, ri[r], ci[c]]: src [N, Ru, Cu] -> out [N, R, C] float32."""
+    for n in range(out.shape[0]):
+        for r in range(out.shape[1]):
+            s, o = src[n, ri[r]], out[n, r]
+            for c in range(out.shape[2]):
+                o[c] = s[ci[c]]
+
+
 def warm_up() -> None:
     """Compile (first run) or load from numba's on-disk cache (later runs, DataLoader workers)
     every kernel for the argument types the codec passes, on tiny arrays."""
@@ -117,3 +183,5 @@ def warm_up() -> None:
     win = Window.full(2, 2)
     out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
     residual_at(rgb, rgb, grid, 4, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
+    expand(out[0], win.rows, win.cols, out[0])
+    parse_vectors(np.zeros(0, MV_DTYPE), grid)
