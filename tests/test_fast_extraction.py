@@ -84,7 +84,7 @@ def check_video(path, crops_per_gop=2, size=37, seed=0):
             crops = [random_crop_params(h, w, rng, flip_p=0.5) for _ in range(crops_per_gop)]
             crops += [Crop(0, 0, w, h, flip=True), *three_crop_params(h, w)]
             t = ref.mv.shape[0]
-            outs = [(np.zeros((t, 2, size, size), np.float32), np.zeros((t, 3, size, size), np.float32)) for _ in crops]
+            outs = [(np.full((t, 2, size, size), np.nan, np.float32), np.full((t, 3, size, size), np.nan, np.float32)) for _ in crops]
             windows = [crop_window(c, size) for c in crops]
             rgb = v.read_windows(i, num_p, accumulate, windows, outs)
             for c, win, (mv, res) in zip(crops, windows, outs):

@@ -238,7 +238,7 @@ def reference_gop(frames: dict[int, np.ndarray], vectors: list[np.ndarray | None
 def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.ndarray, accumulate: bool,
              windows: list[kernels.Window], outs: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """The compiled extraction (`kernels`): writes mv [T, 2, R, C] and residual [T, 3, R, C]
-    float32 of each output window into `outs` (zero-filled by the caller: padded P-frames stay 0).
+    float32 of each output window into `outs`, every element (padded P-frames get zeros).
 
     frames as in `reference_gop`; grids: `kernels.parse_vectors` of P-frames 1..picks[-1] + 1.
     Equals `reference_gop` sampled at the window's pixels and scaled by its multipliers, bit for
@@ -248,6 +248,9 @@ def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.n
     h, w = iframe.shape[:2]
     wanted = {int(p): k for k, p in enumerate(picks)}
     uniq = [win.unique() for win in windows]
+    for mv_out, res_out in outs:  # no motion, no change beyond the GOP's last P-frame
+        mv_out[len(picks):] = 0
+        res_out[len(picks):] = 0
 
     def write(cur: np.ndarray, ref: np.ndarray, field: np.ndarray, shift: int, k: int) -> None:
         for win, u, (mv_out, res_out) in zip(windows, uniq, outs):
@@ -430,8 +433,8 @@ class CompressedVideo:
         h, w = self.height, self.width
         if reference or grids is None:
             return reference_gop(frames, vectors, picks, t_out, accumulate)
-        mv = np.zeros((t_out, 2, h, w), np.float32)
-        res = np.zeros((t_out, 3, h, w), np.float32)
+        mv = np.empty((t_out, 2, h, w), np.float32)
+        res = np.empty((t_out, 3, h, w), np.float32)
         fast_gop(frames, grids, picks, accumulate, [kernels.Window.full(h, w)], [(mv, res)])
         return GOP(np.ascontiguousarray(frames[0].transpose(2, 0, 1)), mv, res)
 
@@ -441,7 +444,7 @@ class CompressedVideo:
 
         windows: where and how to sample (`kernels.Window`: a crop, resize and flip as index arrays,
         and the multipliers that scale and normalise); outs: per window, (mv [T, 2, R, C],
-        residual [T, 3, R, C]) float32 arrays of zeros to write into. Returns the I-frame
+        residual [T, 3, R, C]) float32 arrays to fill (every element is written). Returns the I-frame
         [H, W, 3] uint8 RGB. Equal, bit for bit, to sampling `read_gop`'s arrays at the window.
         """
         frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)

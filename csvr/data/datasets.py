@@ -140,8 +140,8 @@ class CompressedVideoDataset(Dataset):
         t = video.nominal_p if self.num_p is None else int(self.num_p)
         s = len(crops) * n
         iframe = np.empty((s, 3, size, size), np.float32)
-        mv = np.zeros((s, t, 2, size, size), np.float32)
-        res = np.zeros((s, t, 3, size, size), np.float32)
+        mv = np.empty((s, t, 2, size, size), np.float32)  # read_windows writes every element
+        res = np.empty((s, t, 3, size, size), np.float32)
         windows = [crop_window(c, size) for c in crops]
         for i in dict.fromkeys(idx):
             slots = [j for j in range(n) if idx[j] == i]

@@ -173,6 +173,18 @@ def expand(src: np.ndarray, ri: np.ndarray, ci: np.ndarray, out: np.ndarray) -> 
                 o[c] = s[ci[c]]
 
 
+@nb.njit(cache=True, nogil=True)
+def lookup_at(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
+    """out[ch, r, c] = lut[ch, rgb[rows[r], cols[c], ch]]: rgb [H, W, 3] uint8, lut [3, 256]
+    float32 -> out [3, R, C] float32 (the normalised I-frame at the window's pixels)."""
+    for r in range(rows.shape[0]):
+        y = rows[r]
+        for c in range(cols.shape[0]):
+            x = cols[c]
+            for ch in range(3):
+                out[ch, r, c] = lut[ch, rgb[y, x, ch]]
+
+
 def warm_up() -> None:
     """Compile (first run) or load from numba's on-disk cache (later runs, DataLoader workers)
     every kernel for the argument types the codec passes, on tiny arrays."""
@@ -184,4 +196,5 @@ def warm_up() -> None:
     out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
     residual_at(rgb, rgb, grid, 4, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
     expand(out[0], win.rows, win.cols, out[0])
+    lookup_at(rgb, win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
     parse_vectors(np.zeros(0, MV_DTYPE), grid)

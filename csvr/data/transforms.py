@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from csvr.data.kernels import Window
+from csvr.data.kernels import Window, lookup_at
 
 # Normalisation (the data side normalises; the model never does).
 IFRAME_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)  # of RGB / 255
@@ -131,9 +131,7 @@ IFRAME_LUT = _iframe_lut()
 
 def iframe_at(rgb: np.ndarray, window: Window, out: np.ndarray) -> None:
     """Write the normalised I-frame [3, R, C] at the window's pixels of rgb [H, W, 3] uint8."""
-    pix = rgb[window.rows[:, None], window.cols[None, :]]  # [R, C, 3]
-    for ch in range(3):
-        out[ch] = IFRAME_LUT[ch][pix[..., ch]]
+    lookup_at(rgb, window.rows, window.cols, IFRAME_LUT, out)
 
 
 def normalize(
