@@ -1,48 +1,110 @@
-"""DataLoader throughput on the synthetic motion set: clips/s with 0 and 2 workers (K = 3).
+"""Loader and fit throughput (wall time: DataLoader workers are other processes).
 
-`run() -> dict` returns {name: {"value", "unit", "aim"}}; both loaders are timed in this one
-process on the same clips, so their ratio is meaningful on a busy machine too.
-Run: `python bench/bench_loader.py` (first run generates a small synthetic set in the cache).
+(d) DataLoader clips/s with 0, 1 and 2 workers (spawned, as the DataModules do): K=3, T=4,
+    64 px, accumulate, training augmentation, batch 8, on full-length UCF-101 clips of ../shared
+    re-encoded at 170x128 (synthetic clips without ../shared). Aim >= 15 clips/s with 1 worker.
+(e) training steps/s of configs/ucf101_3cls.yaml (its network, optimiser, batch and
+    DataModule: prepared slice, 1 worker) against the same model fed from batches already in
+    memory; the ratio says how data-bound fit is. Aim <= 1.3. Skipped without ../shared.
 """
 
 from __future__ import annotations
 
-import json
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from csvr.data.datasets import WORKER_CONTEXT, CompressedVideoDataset, collate
-from csvr.data.synthetic import SyntheticMotionConfig, generate_synthetic, read_synthetic_splits
 
-CONFIG = SyntheticMotionConfig(num_classes=6, videos_per_class=8, frames=36, width=128, height=96, seed=0)
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "ucf101_3cls.yaml"
 
 
-def _clips_per_s(ds: CompressedVideoDataset, workers: int, batch_size: int = 8) -> float:
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        persistent_workers=workers > 0, multiprocessing_context=WORKER_CONTEXT if workers else None)
-    n = sum(len(batch["label"]) for batch in loader)  # warm-up epoch: starts (spawns) the workers
+def _clips_per_s(ds: CompressedVideoDataset, workers: int, batches: int, batch_size: int = 8) -> float:
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
+                        multiprocessing_context=WORKER_CONTEXT if workers else None)
+    it = iter(loader)
+    next(it)  # worker start-up (spawn, imports, kernel cache load) is not throughput
+    start, n = time.perf_counter(), 0
+    for _ in range(batches):
+        n += len(next(it)["label"])
+    rate = n / (time.perf_counter() - start)
+    del it
+    return rate
+
+
+def loader_rates() -> dict:
+    import bench_data
+
+    clips = bench_data.source_clips(24, 300)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = bench_data.encode_all(clips, Path(tmp), 170, 128)
+        items = [(str(p.relative_to(tmp)), k % 3) for k, p in enumerate(paths)]
+        ds = CompressedVideoDataset(tmp, items, num_segments=3, num_p=4, accumulate=True, img_size=64, train=True)
+        out = {}
+        for workers in (0, 1, 2):
+            rate = _clips_per_s(ds, workers, batches=6)
+            aim = ">= 15" if workers == 1 else "info"
+            out[f"d_loader_clips_per_s_workers{workers}"] = {"value": round(rate, 2), "unit": "clips/s (wall)", "aim": aim}
+    return out
+
+
+def fit_ratio(steps: int = 6) -> dict:
+    from csvr.data import UCF101DataModule
+    from csvr.models import CSVRNet
+
+    cfg = yaml.safe_load(CONFIG.read_text())
+    data = dict(cfg["data"]["init_args"])
+    for key in ("root", "split_dir"):
+        data[key] = str((REPO / data[key]).resolve())
+    if not Path(data["root"]).is_dir():
+        return {"e_fit_real_vs_memory": {"value": "skipped", "unit": "", "aim": f"needs {data['root']}"}}
+    dm = UCF101DataModule(**data)
+    dm.prepare_data()
+    dm.setup("fit")
+    torch.manual_seed(0)
+    net = CSVRNet(dm.num_classes, img_size=data["img_size"], num_segments=data["num_segments"],
+                  **cfg["model"]["net"]["init_args"])
+    opt = torch.optim.AdamW(net.parameters(), **cfg["model"]["optimizer"]["init_args"])
+
+    def step(batch: dict) -> None:
+        loss = torch.nn.functional.cross_entropy(net(batch), batch["label"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    it = iter(dm.train_dataloader())
+    step(next(it))  # warm-up: worker start-up, allocator
     start = time.perf_counter()
-    n = sum(len(batch["label"]) for batch in loader)
-    return n / (time.perf_counter() - start)
-
-
-def run() -> dict:
-    torch.set_num_threads(1)
-    root = generate_synthetic(config=CONFIG, progress=False)
-    items = [it for s in ("train", "val", "test") for it in read_synthetic_splits(root)[s]]
-    ds = CompressedVideoDataset(root, items, num_segments=3, num_p=4, accumulate=True, img_size=64, train=True)
-    c0 = _clips_per_s(ds, 0)
-    c2 = _clips_per_s(ds, 2)
-    aim = "higher is better (synthetic 128x96, K=3, T=4, img 64, training augmentation)"
+    kept = []
+    for _ in range(steps):
+        batch = next(it)
+        kept.append(batch)
+        step(batch)
+    real = time.perf_counter() - start
+    del it
+    start = time.perf_counter()
+    for batch in kept:
+        step(batch)
+    memory = time.perf_counter() - start
     return {
-        "loader_clips_per_s_workers0": {"value": round(c0, 2), "unit": "clips/s", "aim": aim},
-        "loader_clips_per_s_workers2": {"value": round(c2, 2), "unit": "clips/s", "aim": aim},
-        "loader_speedup_workers2_vs_0": {"value": round(c2 / c0, 2), "unit": "x",
-                                         "aim": "about 2 with 2 free cores; near 1 on a saturated machine"},
+        "e_fit_real_vs_memory": {"value": round(real / memory, 3), "unit": "wall ratio", "aim": "<= 1.3"},
+        "e_fit_steps_per_s_real": {"value": round(steps / real, 3), "unit": "steps/s", "aim": "info (batch 16)"},
+        "e_fit_steps_per_s_memory": {"value": round(steps / memory, 3), "unit": "steps/s", "aim": "info"},
     }
 
 
+def run() -> dict:
+    return {**loader_rates(), **fit_ratio()}
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    for name, row in run().items():
+        print(f"{name:40s} {row['value']:>10} {row['unit']:16s} aim {row['aim']}")

@@ -268,8 +268,8 @@ def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.n
         for p, k in wanted.items():
             write(frames[p + 1], frames[p], grids[p], 4, k)
         return
-    gh, gw = grids[0].shape[1:]
-    acc = np.zeros((2, gh * kernels.BLOCK, gw * kernels.BLOCK), np.int32)
+    pad = lambda n: -(-n // kernels.BLOCK) * kernels.BLOCK  # noqa: E731  whole blocks
+    acc = np.zeros((2, pad(h), pad(w)), np.int32)
     nxt = np.empty_like(acc)
     for p, grid in enumerate(grids):
         kernels.accumulate_step(acc, grid, nxt, h, w)
