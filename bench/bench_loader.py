@@ -25,7 +25,8 @@ CONFIG = REPO / "configs" / "ucf101_3cls.yaml"
 
 
 def _clips_per_s(ds: CompressedVideoDataset, workers: int, batches: int, batch_size: int = 8) -> float:
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate,
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=batch_size * (batches + 1))
+    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                         multiprocessing_context=WORKER_CONTEXT if workers else None)
     it = iter(loader)
     next(it)  # worker start-up (spawn, imports, kernel cache load) is not throughput
@@ -53,7 +54,7 @@ def loader_rates() -> dict:
     return out
 
 
-def fit_ratio(steps: int = 6) -> dict:
+def fit_ratio(steps: int = 4) -> dict:
     from csvr.data import UCF101DataModule
     from csvr.models import CSVRNet
 

@@ -1,6 +1,8 @@
 """`make bench`: run every benchmark module in one process, print a table and write
 bench/results.json. Every number is a ratio against a baseline measured in the same run
-(absolute times are printed for context only: they depend on the machine).
+(absolute times are printed for context only: they depend on the machine). Data ratios are CPU
+time (`time.process_time`), with the wall-time ratio beside them; the 1-minute load average
+before and after is recorded, so a reader can tell an idle run from a loaded one.
 
     python bench/run.py                 # all
     python bench/run.py --only data model
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
     results: dict[str, dict] = {}
+    load_before = os.getloadavg()[0]
     for key in args.only or MODULES:
         t0 = time.perf_counter()
         mod = importlib.import_module(MODULES[key])
@@ -43,14 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    table = Table(title=f"csvr bench ({meta['machine']}, {meta['threads']} threads) -> {args.out}")
-    for col in ("benchmark", "value", "unit", "aim"):
+    load = meta["load_1min_before_after"]
+    table = Table(title=f"csvr bench ({meta['machine']}, {meta['cpus']} CPUs, load {load[0]} -> {load[1]}) -> {args.out}")
+    for col in ("benchmark", "value", "unit", "wall ratio", "aim"):
         table.add_column(col)
     for name, row in results.items():
         v = row["value"]
-        table.add_row(name, f"{v:.3f}" if isinstance(v, float) else str(v), row.get("unit", ""), str(row.get("aim", "")))
+        table.add_row(name, f"{v:.3f}" if isinstance(v, float) else str(v), row.get("unit", ""),
+                      str(row.get("wall_ratio", "")), str(row.get("aim", "")))
     Console().print(table)
     return 0
 
