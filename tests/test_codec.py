@@ -18,6 +18,7 @@ from tests.videos_util import (UCF, VIDEOS, flip_bytes_copy, make_all_intra, mak
 from csvr.data.codec import (CompressedVideo, CorruptVideoError, UnsupportedVideoError,
                              _warp_bilinear, warp)
 from csvr.data.encode import TMP_MARK, encode_video
+from csvr.data.transforms import Crop, crop_window
 
 
 def decode_all(path) -> list[av.VideoFrame]:
@@ -28,8 +29,12 @@ def decode_all(path) -> list[av.VideoFrame]:
 
 
 def read_all(path) -> None:
+    """Every GOP through both entry points (full frames, and crop windows as the dataset reads)."""
     with CompressedVideo(path) as v:
+        win = crop_window(Crop(0, 0, v.width, v.height, flip=True), 16)
         for i in range(v.num_gops):
+            out = np.empty((v.nominal_p, 2, 16, 16), np.float32), np.empty((v.nominal_p, 3, 16, 16), np.float32)
+            v.read_windows(i, None, True, [win], [out])
             v.read_gop(i)
 
 

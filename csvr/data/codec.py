@@ -1,7 +1,14 @@
 """Read I-frames, motion vectors and residuals of MPEG-4 Part 2 GOPs with PyAV (DESIGN.md 1, 7).
 
 Only the requested GOP is decoded: the GOP table comes from packet key-frame flags (demux, no
-decoding); `read_gop` seeks to the GOP's key frame, decodes up to the last frame it needs and stops.
+decoding); `CompressedVideo._decode` seeks to the GOP's key frame, decodes up to the last frame
+it needs, stops, and converts to RGB only the frames the extraction reads (one persistent
+converter, one thread). Two extractions share that decoding:
+* `reference_gop`: numpy (`mv_field`, `accumulate_mv`, `warp`), full frames; the tests' oracle.
+* `fast_gop`: compiled kernels (csvr/data/kernels.py) in half-pel integers, writing only the
+  pixels of the requested output windows (a crop, resize and flip), already scaled; equal to
+  the reference sampled there, bit for bit. `read_gop` (full frames) and `read_windows` (what
+  the dataset uses) run it; GOPs it does not cover (quarter-pel, 8x8 blocks) go to the reference.
 
 Conventions (fixed for the whole project)
 -----------------------------------------
@@ -247,7 +254,7 @@ def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.n
     iframe = frames[0]
     h, w = iframe.shape[:2]
     wanted = {int(p): k for k, p in enumerate(picks)}
-    uniq = [win.unique() for win in windows]
+    uniq = [win.unique for win in windows]
     for mv_out, res_out in outs:  # no motion, no change beyond the GOP's last P-frame
         mv_out[len(picks):] = 0
         res_out[len(picks):] = 0

@@ -9,6 +9,11 @@ S = K at training time; at test time S = crops * views * K, crop-major then view
 (index (c * V + v) * K + k), every K-block a TSN sample of the whole video, so the model
 folds [B, S, ...] into [B * S / K, K, ...] and averages the logits.
 
+The MVs and residuals are computed only at the pixels the crop/resize keeps, already
+normalised (`CompressedVideo.read_windows`, `transforms.crop_window`): the same values as
+cropping full decoded GOPs (`transforms.apply_crop` + `normalize`), bit for bit. With
+`noise`, which acts on whole GOPs, the full GOPs are read and cropped.
+
 A file the codec cannot read raises its CodecError (which names the file), or with
 skip_corrupt=True gives a `Skipped` marker that `collate` drops and lists in
 `batch["skipped"]`.

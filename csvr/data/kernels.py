@@ -13,6 +13,7 @@ Fields: `field[0|1, y >> shift, x >> shift]` is (2 dx, 2 dy) at pixel (y, x): sh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba as nb
@@ -43,6 +44,7 @@ class Window:
     mv_mul_y: np.float32
     res_mul: np.float32
 
+    @functools.cached_property
     def unique(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """(rows, cols) without repeats and the maps back, when an upsampling resize repeats
         source pixels (compute each once, then `expand`); None when nothing repeats."""
