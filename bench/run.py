@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     load = meta["load_1min_before_after"]
     table = Table(title=f"csvr bench ({meta['machine']}, {meta['cpus']} CPUs, load {load[0]} -> {load[1]}) -> {args.out}")
     for col in ("benchmark", "value", "unit", "wall ratio", "aim"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "benchmark")
     for name, row in results.items():
         v = row["value"]
         table.add_row(name, f"{v:.3f}" if isinstance(v, float) else str(v), row.get("unit", ""),
                       str(row.get("wall_ratio", "")), str(row.get("aim", "")))
-    Console().print(table)
+    Console(width=150).print(table)
     return 0
 
 
