@@ -103,7 +103,7 @@ def test_hmdb51_datamodule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_synthetic_datamodule_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
     kw = dict(num_classes=3, videos_per_class=3, frames=24, frame_width=64, frame_height=48, img_size=32,
-              num_p=2, batch_size=3, num_workers=0, prepare_workers=1)
+              num_p=2, batch_size=3, num_workers=0, prepare={"workers": 1})
     dm = SyntheticMotionDataModule(**kw)
     assert dm.num_classes == 3 and dm.class_names == ["move_left", "move_right", "move_up"]
     with pytest.raises(FileNotFoundError, match="prepare_data"):
