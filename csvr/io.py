@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +44,26 @@ def remove_temp_files(root: str | os.PathLike, recursive: bool = True) -> list[P
     return gone
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write data (str as UTF-8) to path atomically (temp file in the same folder, fsync, replace)."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to `path`; when the block ends normally the temp file replaces
+    `path`, otherwise (error, interrupt) it is deleted. For writers that want a file name
+    (`torch.save`, `savefig`: pass the format explicitly, the temp name has no image suffix)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write data (str as UTF-8) to path atomically (temp file in the same folder, fsync, replace)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

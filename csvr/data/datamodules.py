@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from csvr.data.codec import CodecError, CompressedVideo
 from csvr.data.datasets import CompressedVideoDataset, EpochSampler, collate
-from csvr.data.prepare import (PrepareError, _reason, ensure_prepared, prepare_files,
+from csvr.data.prepare import (PrepareError, reader_reason, ensure_prepared, prepare_files,
                                prepared_path, settings_dict)
 from csvr.data.sampling import num_views
 from csvr.data.splits import hmdb51_classes, read_hmdb51_split, read_ucf101_split, ucf101_classes
@@ -241,7 +241,7 @@ class CompressedVideoDataModule(L.LightningDataModule):
                     with CompressedVideo(root / rel):
                         pass
                 except CodecError as e:
-                    self._unreadable[rel] = _reason(e, root / rel)
+                    self._unreadable[rel] = reader_reason(e, root / rel)
                 self._checked.add(rel)
                 advance()
         bad = [rel for rel, _ in items if rel in self._unreadable]

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from csvr.io import TMP_MARK, temp_path  # noqa: F401 - TMP_MARK re-exported
+from csvr.io import TMP_MARK, atomic_path, temp_path  # noqa: F401 - TMP_MARK re-exported
 
 # Container (FFmpeg muxer) per file suffix. WebM cannot hold MPEG-4 Part 2, so a `.webm`
 # name gets a Matroska container (WebM's parent format; every demuxer reads it).
@@ -74,10 +74,9 @@ def encode_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, width
     """
     path = Path(path)
     fmt = container_for(path)
-    tmp = temp_path_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format=fmt) as out:
             stream = open_encoder(out, width=width, height=height, gop_size=gop_size,
                                   qscale=qscale, fps=fps)
@@ -98,7 +97,4 @@ def encode_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, width
             out.mux(stream.encode(None))
         if check is not None:
             check(tmp, n)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return n

@@ -190,7 +190,7 @@ def decoded_frames(path: Path, min_frames: int = 1) -> Iterator[av.VideoFrame]:
             raise CorruptVideoError(path, reason)
 
 
-def _reason(e: Exception, path: Path) -> str:
+def reader_reason(e: Exception, path: Path) -> str:
     """The reader's complaint about path, without the path and the advice meant for raw files."""
     msg = str(e).removeprefix(f"{path}: ")
     for advice in (". csvr reads", ". Replace the file"):
@@ -207,7 +207,7 @@ def check_output(path: Path, shown: str | os.PathLike | None = None) -> None:
         with CompressedVideo(path) as video:
             video.read_gop(0, num_p=1)
     except (CodecError, IndexError) as e:
-        raise PrepareError(f"{shown or path}: the re-encoded output fails the reader ({_reason(e, path)})") from e
+        raise PrepareError(f"{shown or path}: the re-encoded output fails the reader ({reader_reason(e, path)})") from e
 
 
 def prepare_file(src: Path, dst: Path, settings: dict) -> int:
