@@ -40,11 +40,10 @@ import av
 
 from csvr.data.codec import CodecError, CompressedVideo, CorruptVideoError, truncation_reason
 from csvr.data.encode import encode_video
-from csvr.io import MANIFEST_NAME, TMP_MARK, atomic_write, read_manifest, remove_temp_files, write_manifest
+from csvr.io import MANIFEST_NAME, atomic_write, read_manifest, remove_temp_files, write_manifest  # noqa: F401 - re-exported
 from csvr.progress import progress as progress_bar
 from csvr.workers import Interrupted, WorkerDied, deferred_interrupts, exit_status, run_jobs, sigterm_as_interrupt
 
-__all__ = ["MANIFEST_NAME", "read_manifest"]  # re-exported from csvr.io for older imports
 FAILURES_NAME = "prepare_failures.txt"
 VERSION = 1
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
