@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from csvr.data import HMDB51DataModule, SyntheticMotionDataModule, UCF101DataModule, prepared_path
-from csvr.data.prepare import MANIFEST_NAME, ensure_prepared
-from tests.videos_util import UCF, make_moving_square_video, make_ucf_mini
+from csvr.data.datamodules import NoiseOptions, PrepareOptions
+from csvr.data.prepare import MANIFEST_NAME, PrepareError, ensure_prepared, prepare_tree
+from tests.videos_util import UCF, make_all_intra, make_moving_square_video, make_ucf_mini, write_random_bytes
 from tests.videos_util import UCF_MINI_TEST as TEST
 from tests.videos_util import UCF_MINI_TRAIN as TRAIN
 SMALL = dict(num_segments=3, num_p=2, img_size=32, batch_size=3, num_workers=0, test_segments=6)
@@ -103,7 +106,7 @@ def test_hmdb51_datamodule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_synthetic_datamodule_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
     kw = dict(num_classes=3, videos_per_class=3, frames=24, frame_width=64, frame_height=48, img_size=32,
-              num_p=2, batch_size=3, num_workers=0, prepare_workers=1)
+              num_p=2, batch_size=3, num_workers=0, prepare={"workers": 1})
     dm = SyntheticMotionDataModule(**kw)
     assert dm.num_classes == 3 and dm.class_names == ["move_left", "move_right", "move_up"]
     with pytest.raises(FileNotFoundError, match="prepare_data"):
@@ -130,3 +133,78 @@ def test_synthetic_datamodule_and_predict(tmp_path: Path, monkeypatch: pytest.Mo
     tmp = pdm._predict_tmp
     pdm.teardown("predict")
     assert not tmp.exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_p=0), "num_p must be an integer >= 1"),
+    (dict(num_p=-1), "num_p must be an integer >= 1"),
+    (dict(num_segments=0), "num_segments must be an integer >= 1"),
+    (dict(test_crops=2), "test_crops must be 1 (centre crop) or 3"),
+    (dict(img_size=1000), "img_size 1000 is more than twice the prepared frames' short side (64x48)"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(prepare={"width": 0}), "prepare.width must be an integer >= 16"),
+    (dict(prepare={"workers": -3}), "prepare.workers must be an integer >= 1"),
+    (dict(noise={"rate": 1.5}), "noise.rate must be in [0, 1]"),
+])
+def test_bad_values_are_refused_at_construction(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        SyntheticMotionDataModule(frame_width=64, frame_height=48, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_option_groups_and_plain_hparams() -> None:
+    dm = SyntheticMotionDataModule(prepare=PrepareOptions(workers=1, width=170, height=128), noise={"rate": 0.25})
+    assert dm.prepare_workers == 1 and dm.prepare_size == {"width": 170, "height": 128}
+    assert dm.noise.rate == 0.25 and dm.noise_options == NoiseOptions(rate=0.25)
+    # checkpoints store plain values (loadable with weights_only=True)
+    assert dm.hparams["prepare"] == {"workers": 1, "width": 170, "height": 128, "cache_dir": None}
+    assert dm.hparams["noise"] == {"rate": 0.25, "seed": 0}
+    with pytest.warns(UserWarning, match="img_size 100 exceeds"):
+        SyntheticMotionDataModule(img_size=100)
+
+
+def test_setup_names_prepared_files_the_reader_rejects(tmp_path: Path) -> None:
+    """A prepared tree with an all-intra file: named before training starts, or dropped with
+    skip_corrupt. The message says it is a prepared file (not 'run csvr prepare')."""
+    raw, lists = _hmdb_tree(tmp_path)
+    root = tmp_path / "prepared"
+    assert prepare_tree(raw, root, workers=1, progress=False, width=128, height=128).ok
+    make_all_intra(root / "kick" / "kick_0.avi", n_frames=24, size=(128, 128))  # replaced after prepare
+    kw = dict(SMALL, split_dir=str(lists))
+    dm = HMDB51DataModule(root=str(root), **kw)
+    dm.prepare_data()  # a tree with a manifest is used as it is
+    with pytest.raises(PrepareError) as info:
+        dm.setup("fit")
+    msg = str(info.value)
+    assert "1 of 2 train videos cannot be read" in msg and str(root / "kick" / "kick_0.avi") in msg
+    assert "no P-frames" in msg and "prepared files" in msg and "--force" in msg and "skip_corrupt" in msg
+    dm = HMDB51DataModule(root=str(root), skip_corrupt=True, **kw)
+    with pytest.warns(UserWarning, match="kick_0.avi") as record:
+        dm.setup("fit")
+    assert len([w for w in record if "kick_0.avi" in str(w.message)]) == 1
+    assert [rel for rel, _ in dm.datasets["train"].items] == ["kick_ball/kick_ball_0.avi"]
+    assert len(dm.datasets["val"].items) == 2
+
+
+def test_predict_bad_file_named_skipped_and_no_temp_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where csvr-predict-* folders go
+    good = make_moving_square_video(tmp_path / "good.avi", n_frames=24, size=(96, 64), square=24, start=(8, 8)).path
+    bad = write_random_bytes(tmp_path / "bad.avi")
+    kw = dict(frame_width=64, frame_height=48, img_size=32, num_p=2, num_workers=0, prepare={"workers": 1},
+              predict_paths=[str(good), str(bad)])
+    with pytest.raises(PrepareError) as info:
+        SyntheticMotionDataModule(**kw).setup("predict")
+    assert str(bad) in str(info.value) and "csvr-predict" not in str(info.value) and "skip_corrupt" in str(info.value)
+    assert list(temp.iterdir()) == []
+    dm = SyntheticMotionDataModule(skip_corrupt=True, **kw)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        dm.setup("predict")
+    assert any(str(bad) in str(w.message) and "csvr-predict" not in str(w.message) for w in record)
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["video_id"] == [str(good)] and batch["label"].tolist() == [-1]
+    assert len(list(temp.iterdir())) == 1
+    dm.on_exception(RuntimeError("a failed predict run"))  # what Lightning calls when predict fails
+    assert list(temp.iterdir()) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import zlib
 import signal
 import subprocess
 import sys
@@ -11,14 +13,16 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from csvr.data.codec import CompressedVideo
 from csvr.data.encode import TMP_MARK, temp_path_for
-from csvr.data.prepare import (FAILURES_NAME, MANIFEST_NAME, PrepareError, ensure_prepared, main,
+from csvr.data.encode import encode_video
+from csvr.data.prepare import (FAILURES_NAME, MANIFEST_NAME, PrepareError, check_output, ensure_prepared, main,
                                prepare_tree)
-from tests.videos_util import (UCF, VIDEOS, make_moving_square_video, make_mpeg4_with_bframes,
-                               truncate_copy, write_random_bytes)
+from tests.videos_util import (UCF, VIDEOS, make_all_intra, make_moving_square_video, make_mpeg4_with_bframes,
+                               textured, truncate_copy, write_random_bytes)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,3 +183,84 @@ def test_help():
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
+
+
+def write_png(path: Path, width: int = 64, height: int = 48) -> Path:
+    """A real grey PNG (written by hand: signature, IHDR, IDAT, IEND)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + bytes([128]) * width for _ in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_what_the_reader_rejects_fails_at_prepare_time(tmp_path, capsys):
+    """A 1-frame video and a PNG named .mp4 are failures named on screen and in the list."""
+    src, dst = small_tree(tmp_path / "src", 1), tmp_path / "dst"
+    frame = textured(np.random.default_rng(0), 128, 160)
+    encode_video([frame], src / "c0" / "one_frame.avi", width=160, height=128)
+    write_png(src / "c1" / "image.mp4")
+    code = main([str(src), str(dst), "--workers", "1", "--no-progress", "--width", "160", "--height", "128"])
+    assert code == 1
+    err = capsys.readouterr().err
+    listed = dict(ln.split("\t") for ln in (dst / FAILURES_NAME).read_text().splitlines())
+    assert sorted(listed) == ["c0/one_frame.avi", "c1/image.mp4"]
+    assert "only 1 decodable frame" in listed["c0/one_frame.avi"]
+    assert "only 1 decodable frame" in listed["c1/image.mp4"] and "png" in listed["c1/image.mp4"]
+    assert "c0/one_frame.avi" in err and "c1/image.mp4" in err
+    assert not (dst / "c0" / "one_frame.avi").exists() and not (dst / "c1" / "image.mp4").exists()
+    assert (dst / "c0" / "v0.avi").exists()
+
+
+def test_check_output_names_the_file_and_the_reason(tmp_path):
+    """The reader check that guards every output: an all-intra file is refused by name."""
+    intra = make_all_intra(tmp_path / "intra.avi", n_frames=6, size=(64, 48))
+    with pytest.raises(PrepareError, match=r"clip\.avi: the re-encoded output fails the reader \(.*no P-frames"):
+        check_output(intra, "clip.avi")
+    good = make_moving_square_video(tmp_path / "good.avi", n_frames=13, size=(64, 48), square=16, start=(8, 8)).path
+    check_output(good)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gop-size", "1"], "gop_size (--gop-size) must be >= 2"),
+    (["--gop-size", "0"], "gop_size (--gop-size) must be >= 2"),
+    (["--width", "0"], "width (--width) must be an integer >= 16"),
+    (["--workers", "-3"], "workers (--workers) must be an integer >= 1"),
+    (["--qscale", "40"], "qscale (--qscale) must be an MPEG-4 quantiser 1..31"),
+])
+def test_bad_options_are_refused_up_front(tmp_path, capsys, args, message):
+    src = small_tree(tmp_path / "src", 1)
+    assert main([str(src), str(tmp_path / "dst"), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "dst").exists()
+
+
+def test_symlinks_followed_loops_and_broken_links_named(tmp_path):
+    real = small_tree(tmp_path / "elsewhere", 2)  # c0/v0.avi, c1/v1.avi
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "linked_class").symlink_to(real / "c0", target_is_directory=True)  # a symlinked class folder
+    (src / "own").mkdir()
+    (src / "own" / "linked.avi").symlink_to(real / "c1" / "v1.avi")  # a symlinked file
+    (src / "own" / "loop").symlink_to(src, target_is_directory=True)  # back to the root
+    (src / "own" / "gone.avi").symlink_to(tmp_path / "nowhere.avi")
+    report = prepare_tree(src, dst, workers=1, progress=False, width=160, height=128)
+    assert sorted(report.written) == ["linked_class/v0.avi", "own/linked.avi"]
+    assert sorted(report.failed) == ["own/gone.avi", "own/loop"]
+    assert "symlink loop" in report.failed["own/loop"] and str(src) in report.failed["own/loop"]
+    assert "cannot be followed" in report.failed["own/gone.avi"]
+    listed = (dst / FAILURES_NAME).read_text()
+    assert "own/loop\t" in listed and "own/gone.avi\t" in listed
+    assert not (dst / "linked_class").is_symlink() and len(structure(dst / "linked_class" / "v0.avi")[2]) == 24
+
+
+def test_force_rewrites_finished_files(tmp_path):
+    src, dst = small_tree(tmp_path / "src", 1), tmp_path / "dst"
+    prepare_tree(src, dst, workers=1, progress=False, width=160, height=128)
+    (dst / "c0" / "v0.avi").write_bytes(b"not a video any more")
+    assert prepare_tree(src, dst, workers=1, progress=False, width=160, height=128).skipped == ["c0/v0.avi"]
+    again = prepare_tree(src, dst, workers=1, progress=False, width=160, height=128, force=True)
+    assert again.written == ["c0/v0.avi"] and len(structure(dst / "c0" / "v0.avi")[2]) == 24

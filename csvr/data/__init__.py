@@ -1,7 +1,7 @@
 """Data side of csvr: split lists, TSN sampling, transforms, datasets and DataModules.
 
-Names are imported lazily: `csvr.data.codec` or a DataLoader worker (spawned, see
-`datasets.WORKER_CONTEXT`) must not pay for importing Lightning.
+Names are imported lazily: `csvr.data.codec` or a worker process (spawned: the one rule is
+`csvr.workers.START_METHOD`) must not pay for importing Lightning.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ _EXPORTS = {
     "Batch": "batch",
     "CompressedVideoDataModule": "datamodules",
     "HMDB51DataModule": "datamodules",
+    "NoiseOptions": "datamodules",
+    "PrepareOptions": "datamodules",
     "SyntheticMotionDataModule": "datamodules",
     "UCF101DataModule": "datamodules",
+    "ensure_prepared": "prepare",
+    "prepare_tree": "prepare",
     "prepared_path": "prepare",
     "WORKER_CONTEXT": "datasets",
     "CompressedVideoDataset": "datasets",

@@ -9,12 +9,14 @@ place with `os.replace` only when complete.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from csvr.io import TMP_MARK, atomic_path, temp_path  # noqa: F401 - TMP_MARK re-exported
 
 # Container (FFmpeg muxer) per file suffix. WebM cannot hold MPEG-4 Part 2, so a `.webm`
 # name gets a Matroska container (WebM's parent format; every demuxer reads it).
@@ -29,7 +31,7 @@ CONTAINERS = {
     ".mpeg": "mpeg",
 }
 
-TMP_MARK = ".csvr-tmp"
+temp_path_for = temp_path  # the temp name used while writing a file (csvr.io's one scheme)
 
 
 def container_for(path: str | os.PathLike) -> str:
@@ -38,17 +40,6 @@ def container_for(path: str | os.PathLike) -> str:
     if suffix not in CONTAINERS:
         raise ValueError(f"{path}: unsupported video suffix {suffix!r}; use one of {sorted(CONTAINERS)}")
     return CONTAINERS[suffix]
-
-
-def temp_path_for(path: str | os.PathLike) -> Path:
-    """The temp name used while writing `path`: hidden, in the same folder, never a video suffix."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}")
-
-
-def is_temp_file(path: str | os.PathLike) -> bool:
-    """True for a leftover temp file of `encode_video` (e.g. from a killed run)."""
-    return Path(path).name.endswith(TMP_MARK)
 
 
 def open_encoder(container: av.container.OutputContainer, *, width: int, height: int,
@@ -70,20 +61,22 @@ def open_encoder(container: av.container.OutputContainer, *, width: int, height:
 
 
 def encode_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, width: int = 340,
-                 height: int = 256, gop_size: int = 12, qscale: int = 3, fps: int = 25) -> int:
+                 height: int = 256, gop_size: int = 12, qscale: int = 3, fps: int = 25,
+                 check: Callable[[Path, int], None] | None = None) -> int:
     """Encode `frames` (each [H, W, 3] uint8 RGB, any size: resized to width x height) to `path`.
 
     `frames` may also yield `av.VideoFrame`s (any pixel format), which skips an RGB round trip.
 
     The container comes from the suffix (`CONTAINERS`). Returns the number of frames written.
-    Raises ValueError when `frames` is empty; on any error no file is left behind.
+    `check(temp_path, frames_written)`, when given, runs on the complete temp file before it
+    takes the final name; whatever it raises aborts the write. Raises ValueError when `frames`
+    is empty; on any error (or interrupt) no file is left behind.
     """
     path = Path(path)
     fmt = container_for(path)
-    tmp = temp_path_for(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format=fmt) as out:
             stream = open_encoder(out, width=width, height=height, gop_size=gop_size,
                                   qscale=qscale, fps=fps)
@@ -102,8 +95,6 @@ def encode_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, width
             if n == 0:
                 raise ValueError(f"{path}: no frames to encode")
             out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        if check is not None:
+            check(tmp, n)
     return n

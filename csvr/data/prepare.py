@@ -4,14 +4,23 @@ Any codec PyAV decodes (H.264, MPEG-4 with B-frames, Cinepak, ...) goes in; out 
 the tree (same relative paths and names, container from the suffix) written by `encode_video`.
 Frames are counted by decoding and re-stamped 0, 1, 2, ... (headers and pts of real files lie).
 
-* Atomic: each file is written to a hidden temp name and renamed when complete, so a file is
-  finished exactly when its final name exists. Idempotent: a second run skips finished files.
-  Resumable: temp files left by a killed run are deleted at start.
-* A file that cannot be decoded is skipped, named at the end and listed (path, TAB, reason) in
-  `prepare_failures.txt` at the DST root; the exit status is then 1.
+* Atomic: each file is written to a hidden temp name (`csvr.io`) and renamed when complete, so
+  a file is finished exactly when its final name exists. Idempotent: a second run skips
+  finished files (`--force` re-encodes them). Resumable: temp files left by a killed run are
+  deleted at start.
+* Validated: before it takes its final name, every output is opened with the reader
+  (`CompressedVideo`: GOP table, then the first P-frame of GOP 0). A source of one frame (a
+  still image with a video suffix) or anything else the reader would reject fails here, not
+  hours into training.
+* A file that cannot be prepared is skipped, named at the end and listed (path, TAB, reason)
+  in `prepare_failures.txt` at the DST root; the exit status is then 1.
 * `csvr_prepared.json` (settings, file count, failures, version) is written last.
+* Interruptible: Ctrl-C (once or twice) or SIGTERM stops the workers within seconds (see
+  `csvr.workers`), removes the temp files of unfinished outputs, says what was done and exits
+  with 130 (143 for SIGTERM); rerunning resumes. Workers die with a SIGKILLed parent.
 * Only files with a video suffix (`VIDEO_SUFFIXES`) are read; hidden files are ignored; other
-  files (split lists, READMEs) are not copied.
+  files (split lists, READMEs) are not copied. Symlinked folders and files are followed; a
+  symlink loop or a broken symlink is reported as a failure by name, never skipped silently.
 """
 
 from __future__ import annotations
@@ -19,28 +28,30 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 
-from csvr.data.codec import CodecError, CorruptVideoError, truncation_reason
-from csvr.data.encode import TMP_MARK, encode_video
+from csvr.data.codec import CodecError, CompressedVideo, CorruptVideoError, truncation_reason
+from csvr.data.encode import encode_video
+from csvr.io import MANIFEST_NAME, atomic_write, read_manifest, remove_temp_files, write_manifest  # noqa: F401 - re-exported
+from csvr.progress import progress as progress_bar
+from csvr.workers import Interrupted, WorkerDied, deferred_interrupts, exit_status, run_jobs, sigterm_as_interrupt
 
-MANIFEST_NAME = "csvr_prepared.json"
 FAILURES_NAME = "prepare_failures.txt"
 VERSION = 1
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v")
+MIN_FRAMES = 2  # an I-frame and a P-frame: the least the compressed-domain reader can use
 
 
 class PrepareError(CodecError):
-    """Some files of a tree could not be prepared (raised by `ensure_prepared`)."""
+    """Some files could not be prepared, or a prepared file fails the reader."""
 
 
 @dataclass
@@ -52,6 +63,7 @@ class PrepareReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)  # left undone by an interruption
     frames: int = 0
     seconds: float = 0.0
 
@@ -64,28 +76,88 @@ class PrepareReport:
         return len(self.written) + len(self.skipped)
 
 
+class PrepareInterrupted(Interrupted):
+    """`prepare_tree` was stopped by SIGINT/SIGTERM; `report` says what was finished."""
+
+    def __init__(self, report: PrepareReport, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.report = report
+
+
+def _at_least(name: str, value: int, low: int, flag: str | None = None) -> None:
+    if not isinstance(value, int) or value < low:
+        shown = f"{name} ({flag})" if flag else name
+        raise ValueError(f"{shown} must be an integer >= {low}, got {value!r}")
+
+
+def check_workers(workers: int) -> None:
+    """ValueError unless workers >= 1."""
+    _at_least("workers", workers, 1, "--workers")
+
+
 def settings_dict(width: int = 340, height: int = 256, gop_size: int = 12, qscale: int = 3) -> dict:
-    """Everything that determines the output files (stored in the manifest)."""
+    """Everything that determines the output files (stored in the manifest); checks each value."""
+    _at_least("width", width, 16, "--width")
+    _at_least("height", height, 16, "--height")
+    if not isinstance(gop_size, int) or gop_size < 2:
+        raise ValueError(f"gop_size (--gop-size) must be >= 2 (an I-frame then P-frames, whose motion "
+                         f"vectors csvr reads), got {gop_size!r}")
+    if not isinstance(qscale, int) or not 1 <= qscale <= 31:
+        raise ValueError(f"qscale (--qscale) must be an MPEG-4 quantiser 1..31, got {qscale!r}")
     return {"codec": "mpeg4", "width": width, "height": height, "gop_size": gop_size,
             "qscale": qscale, "max_b_frames": 0, "fps": 25, "pix_fmt": "yuv420p"}
 
 
-def find_videos(root: Path) -> list[Path]:
-    """Video files under root (by suffix, case-insensitive), hidden names skipped, sorted."""
-    out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or p.suffix.lower() not in VIDEO_SUFFIXES:
-            continue
-        if p.is_file():
-            out.append(p)
-    return sorted(out)
+def find_videos(root: Path, exclude: Path | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Video files under root (by suffix, case-insensitive), hidden names skipped, sorted.
+
+    Symlinked folders and files are followed. Returns (videos, problems): problems maps the
+    relative path of a symlink loop, a broken symlink, an unreadable folder or a link into
+    `exclude` (DST) to the reason it was not read.
+    """
+    videos: list[Path] = []
+    problems: dict[str, str] = {}
+    ident = lambda st: (st.st_dev, st.st_ino)  # noqa: E731
+    avoid = ident(exclude.stat()) if exclude is not None and exclude.exists() else None
+
+    def link_text(path: Path) -> str:
+        return f" -> {os.readlink(path)}" if path.is_symlink() else ""
+
+    def walk(folder: Path, ancestors: frozenset) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            problems[folder.relative_to(root).as_posix()] = f"cannot list this folder: {e.strerror}"
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            path = Path(e.path)
+            rel = path.relative_to(root).as_posix()
+            try:
+                st = path.stat()  # follows symlinks
+            except OSError as err:
+                problems[rel] = f"symlink cannot be followed ({err.strerror}){link_text(path)}"
+                continue
+            if e.is_dir():
+                if ident(st) in ancestors:
+                    problems[rel] = f"symlink loop{link_text(path)}: leads back to a folder above it; not followed (remove the link)"
+                elif ident(st) == avoid:
+                    problems[rel] = f"symlink into DST{link_text(path)}; not followed"
+                else:
+                    walk(path, ancestors | {ident(st)})
+            elif e.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                videos.append(path)
+
+    walk(root, frozenset({ident(root.stat())}))
+    return sorted(videos), problems
 
 
-def decoded_frames(path: Path) -> Iterator[av.VideoFrame]:
+def decoded_frames(path: Path, min_frames: int = 1) -> Iterator[av.VideoFrame]:
     """Every decodable frame of path's first video stream, in presentation order.
 
-    Raises CorruptVideoError when FFmpeg fails, no frame decodes, or the file is truncated.
+    Raises CorruptVideoError when FFmpeg fails, fewer than `min_frames` frames decode, or the
+    file is truncated.
     """
     try:
         container = av.open(str(path))
@@ -109,19 +181,44 @@ def decoded_frames(path: Path) -> Iterator[av.VideoFrame]:
             raise CorruptVideoError(path, f"decoding failed after {n} frames: {e}") from e
         if n == 0:
             raise CorruptVideoError(path, "no decodable video frames")
+        if n < min_frames:
+            raise PrepareError(
+                f"{path}: only {n} decodable frame (FFmpeg reads it as {container.format.name!r}, a still "
+                f"image?); csvr needs a video of at least {min_frames} frames (an I-frame and a P-frame)")
         if reason := truncation_reason(stream, end):
             raise CorruptVideoError(path, reason)
 
 
+def reader_reason(e: Exception, path: Path) -> str:
+    """The reader's complaint about path, without the path and the advice meant for raw files."""
+    msg = str(e).removeprefix(f"{path}: ")
+    for advice in (". csvr reads", ". Replace the file"):
+        msg = msg.split(advice)[0]
+    return msg.replace(str(path), "<output>")
+
+
+def check_output(path: Path, shown: str | os.PathLike | None = None) -> None:
+    """Open a written file with the reader (GOP table) and decode GOP 0 up to its first P-frame.
+
+    Raises PrepareError naming `shown` (default: path) when the reader cannot use the file.
+    """
+    try:
+        with CompressedVideo(path) as video:
+            video.read_gop(0, num_p=1)
+    except (CodecError, IndexError) as e:
+        raise PrepareError(f"{shown or path}: the re-encoded output fails the reader ({reader_reason(e, path)})") from e
+
+
 def prepare_file(src: Path, dst: Path, settings: dict) -> int:
-    """Re-encode one file (atomically). Returns the number of frames written."""
+    """Re-encode one file atomically, checked with the reader. Returns the frames written."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    return encode_video(decoded_frames(src), dst, width=settings["width"], height=settings["height"],
-                        gop_size=settings["gop_size"], qscale=settings["qscale"], fps=settings["fps"])
+    return encode_video(decoded_frames(src, MIN_FRAMES), dst, width=settings["width"], height=settings["height"],
+                        gop_size=settings["gop_size"], qscale=settings["qscale"], fps=settings["fps"],
+                        check=lambda tmp, _n: check_output(tmp, src))
 
 
 def _job(src: str, dst: str, settings: dict) -> tuple[int, str | None]:
-    """Worker: (frames, None) or (0, reason). Never raises."""
+    """Worker: (frames, None) or (0, reason). Never raises (but SIGTERM/Ctrl-C end it)."""
     try:
         return prepare_file(Path(src), Path(dst), settings), None
     except CodecError as e:
@@ -130,24 +227,28 @@ def _job(src: str, dst: str, settings: dict) -> tuple[int, str | None]:
         return 0, f"{src}: {type(e).__name__}: {e}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path via a temp file; leave path untouched when it already holds text."""
-    try:
-        if path.read_text() == text:
-            return
-    except OSError:
-        pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def prepare_files(jobs: dict[str, tuple[Path, Path]], settings: dict, *, workers: int = 2,
+                  done: Callable[[str, int, str | None], None], progress: bool = False,
+                  label: str = "preparing") -> None:
+    """Prepare each `key: (src, dst)` with `workers` processes; `done(key, frames, error or None)`
+    as each ends. On an interrupt the workers are stopped and the temp files of unfinished
+    outputs removed before the KeyboardInterrupt propagates (finished outputs stay)."""
+    finished: set[str] = set()
 
+    with progress_bar(len(jobs), label, progress) as advance:
+        def on_result(key: str, result: tuple[int, str | None] | WorkerDied) -> None:
+            frames, error = (0, f"{jobs[key][0]}: {result}") if isinstance(result, WorkerDied) else result
+            finished.add(key)
+            done(key, frames, error)
+            advance()
 
-def read_manifest(root: str | os.PathLike) -> dict | None:
-    """The manifest at root, or None when absent or unreadable."""
-    try:
-        return json.loads((Path(root) / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return None
+        try:
+            run_jobs(_job, [(k, (str(s), str(d), settings)) for k, (s, d) in jobs.items()], workers, on_result)
+        except KeyboardInterrupt:
+            with deferred_interrupts():
+                for folder in {d.parent for k, (_, d) in jobs.items() if k not in finished}:
+                    remove_temp_files(folder, recursive=False)
+            raise
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -156,27 +257,26 @@ def _inside(path: Path, root: Path) -> bool:
 
 def prepare_tree(src: str | os.PathLike, dst: str | os.PathLike, *, width: int = 340,
                  height: int = 256, gop_size: int = 12, qscale: int = 3, workers: int = 2,
-                 progress: bool = True) -> PrepareReport:
-    """Re-encode every video under src into the mirrored tree dst; see the module docstring."""
+                 progress: bool = True, force: bool = False) -> PrepareReport:
+    """Re-encode every video under src into the mirrored tree dst; see the module docstring.
+
+    Raises ValueError for bad settings, FileNotFoundError for a missing src, and
+    PrepareInterrupted (a KeyboardInterrupt) when stopped by SIGINT / SIGTERM.
+    """
     src, dst = Path(src).resolve(), Path(dst).resolve()
+    settings = settings_dict(width, height, gop_size, qscale)
+    check_workers(workers)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: not a folder (csvr prepare SRC DST needs SRC to be a video tree)")
     if _inside(dst, src) or _inside(src, dst):
         raise ValueError(f"DST {dst} and SRC {src} must not contain each other")
-    settings = settings_dict(width, height, gop_size, qscale)
     old = read_manifest(dst)
     if old is not None and old.get("settings") != settings:
         raise ValueError(f"{dst} was prepared with other settings {old.get('settings')}; "
                          f"use another DST or delete it")
-    dst.mkdir(parents=True, exist_ok=True)
-    for leftover in dst.rglob(f"*{TMP_MARK}"):  # from a killed run: never a finished file
-        leftover.unlink(missing_ok=True)
     report = PrepareReport(dst=dst, settings=settings)
     start = time.perf_counter()
-    todo = []
-    for path in find_videos(src):
-        rel = path.relative_to(src).as_posix()
-        (report.skipped if (dst / rel).exists() else todo).append(rel)
+    todo: dict[str, tuple[Path, Path]] = {}
 
     def done(rel: str, frames: int, error: str | None) -> None:
         if error is None:
@@ -185,53 +285,32 @@ def prepare_tree(src: str | os.PathLike, dst: str | os.PathLike, *, width: int =
         else:
             report.failed[rel] = error
 
-    with _progress(progress, len(todo), f"preparing {src.name}") as advance:
-        if workers <= 1 or len(todo) <= 1:
-            for rel in todo:
-                done(rel, *_job(str(src / rel), str(dst / rel), settings))
-                advance()
-        else:
-            # fork: workers start at once (spawn re-imports csvr and its deps in each worker);
-            # they only run PyAV/numpy, never torch, so the parent's threads do not matter.
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_job, str(src / rel), str(dst / rel), settings): rel for rel in todo}
-                for fut in as_completed(futures):
-                    done(futures[fut], *fut.result())
-                    advance()
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(dst)  # from a killed run: never a finished file
+        videos, problems = find_videos(src, exclude=dst)
+        report.failed.update(problems)
+        for path in videos:
+            rel = path.relative_to(src).as_posix()
+            if (dst / rel).exists() and not force:
+                report.skipped.append(rel)
+            else:
+                todo[rel] = (path, dst / rel)
+        prepare_files(todo, settings, workers=workers, done=done, progress=progress, label=f"preparing {src.name}")
+    except KeyboardInterrupt as e:
+        report.unfinished = sorted(set(todo) - set(report.written) - set(report.failed))
+        report.seconds = time.perf_counter() - start
+        raise PrepareInterrupted(report, getattr(e, "signum", signal.SIGINT)) from None
     report.written.sort()
     report.seconds = time.perf_counter() - start
     failures = dst / FAILURES_NAME
     if report.failed:
-        _write_atomic(failures, "".join(f"{rel}\t{why}\n" for rel, why in sorted(report.failed.items())))
+        atomic_write(failures, "".join(f"{rel}\t{why}\n" for rel, why in sorted(report.failed.items())))
     else:
         failures.unlink(missing_ok=True)
-    manifest = {"version": VERSION, "settings": settings, "files": report.num_files,
-                "failed": sorted(report.failed), "source": str(src)}
-    _write_atomic(dst / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    write_manifest(dst, {"version": VERSION, "settings": settings, "files": report.num_files,
+                         "failed": sorted(report.failed), "source": str(src)})
     return report
-
-
-class _progress:
-    """A rich progress bar (or nothing); the context value is a no-argument `advance()`."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled and total > 0, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=False)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -286,29 +365,44 @@ def ensure_prepared(root: str | os.PathLike, *, cache_dir: str | os.PathLike | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`csvr prepare SRC DST`: exit status 0 when every file was prepared, 1 otherwise."""
+    """`csvr prepare SRC DST`: exit status 0 when every file was prepared, 1 when some failed,
+    2 for bad arguments, 130 / 143 when interrupted by Ctrl-C / SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="csvr prepare",
         description="Re-encode every video under SRC into DST (same relative paths and names) as "
                     "MPEG-4 Part 2 with a fixed GOP, no B-frames and a fixed quantiser, the format "
-                    "csvr reads I-frames, motion vectors and residuals from. Re-running skips "
-                    "finished files; failures are listed in DST/" + FAILURES_NAME + ".")
+                    "csvr reads I-frames, motion vectors and residuals from. Every output is checked "
+                    "with csvr's reader. Re-running skips finished files (Ctrl-C is safe: rerun to "
+                    "resume); failures are listed in DST/" + FAILURES_NAME + ".")
     parser.add_argument("src", type=Path, metavar="SRC", help="folder of videos (any codec FFmpeg decodes)")
     parser.add_argument("dst", type=Path, metavar="DST", help="output folder (created; must not be inside SRC)")
-    parser.add_argument("--workers", type=int, default=2, help="parallel encoder processes (default 2)")
-    parser.add_argument("--width", type=int, default=340, help="output width in pixels (default 340)")
-    parser.add_argument("--height", type=int, default=256, help="output height in pixels (default 256)")
-    parser.add_argument("--gop-size", type=int, default=12, help="frames per GOP: 1 I-frame + P-frames (default 12)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel encoder processes, >= 1 (default 2)")
+    parser.add_argument("--width", type=int, default=340, help="output width in pixels, >= 16 (default 340)")
+    parser.add_argument("--height", type=int, default=256, help="output height in pixels, >= 16 (default 256)")
+    parser.add_argument("--gop-size", type=int, default=12,
+                        help="frames per GOP: 1 I-frame + P-frames, >= 2 (default 12)")
     parser.add_argument("--qscale", type=int, default=3, help="fixed MPEG-4 quantiser, 1 (best) to 31 (default 3)")
+    parser.add_argument("--force", action="store_true",
+                        help="re-encode files that are already finished in DST (e.g. one the reader rejects)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        report = prepare_tree(args.src, args.dst, width=args.width, height=args.height,
-                              gop_size=args.gop_size, qscale=args.qscale, workers=args.workers,
-                              progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"csvr prepare: error: {e}", file=sys.stderr)
-        return 2
+    with sigterm_as_interrupt():
+        try:
+            report = prepare_tree(args.src, args.dst, width=args.width, height=args.height,
+                                  gop_size=args.gop_size, qscale=args.qscale, workers=args.workers,
+                                  progress=not args.no_progress, force=args.force)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"csvr prepare: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            r = getattr(e, "report", None)
+            what = "nothing written yet" if r is None else (
+                f"{len(r.written)} file(s) finished in this run, {len(r.skipped)} already finished before, "
+                f"{len(r.failed)} failed, {len(r.unfinished)} not done; no partial files left in {r.dst}")
+            name = signal.Signals(exit_status(e) - 128).name
+            print(f"\ncsvr prepare: interrupted ({name}): {what}. Run the same command again to resume "
+                  f"(finished files are skipped).", file=sys.stderr)
+            return exit_status(e)
     print(f"prepared {len(report.written)} file(s) ({report.frames} frames) in {report.seconds:.1f} s, "
           f"skipped {len(report.skipped)} finished, {len(report.failed)} failed -> {report.dst}")
     if report.failed:

@@ -19,21 +19,21 @@ Generation is atomic (temp folder, then rename) and cached under
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from csvr.data.encode import encode_video
-from csvr.data.prepare import MANIFEST_NAME, VERSION, cache_root, settings_dict
+from csvr.data.prepare import VERSION, cache_root, settings_dict
+from csvr.io import MANIFEST_NAME, atomic_write_json, temp_path, write_manifest
+from csvr.progress import progress as progress_bar
+from csvr.workers import run_jobs
 
 GENERATOR_VERSION = 2
 SPLITS_NAME = "splits.json"
@@ -225,7 +225,8 @@ def generate_synthetic(
 ) -> Path:
     """Generate (or find cached) the dataset of `config` (or of `settings`, the config
     fields) at `root` (default `synthetic_root(config, cache_dir)`) with `workers`
-    processes (> 1 spawns them: call from under `if __name__ == "__main__"`); returns the root."""
+    processes (> 1 spawns them, see `csvr.workers`: call from under `if __name__ ==
+    "__main__"`); returns the root. Interrupted, it leaves no partial dataset behind."""
     config = config or SyntheticMotionConfig(**settings)  # type: ignore[arg-type]
     root = Path(root) if root is not None else synthetic_root(config, cache_dir)
     manifest = root / MANIFEST_NAME
@@ -236,7 +237,7 @@ def generate_synthetic(
         return root
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists but is not a finished synthetic dataset (no {MANIFEST_NAME}); delete it")
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    tmp = temp_path(root)  # a hidden sibling folder, renamed into place when complete
     shutil.rmtree(tmp, ignore_errors=True)
     splits = _split_items(config)
     items = [it for subset in ("train", "val", "test") for it in splits[subset]]
@@ -244,7 +245,7 @@ def generate_synthetic(
     try:
         tmp.mkdir(parents=True)
         _encode_all(tmp, items, config, progress, workers)
-        (tmp / SPLITS_NAME).write_text(json.dumps({"classes": config.class_names, **splits}, indent=1))
+        atomic_write_json(tmp / SPLITS_NAME, {"classes": config.class_names, **splits})
         _write_manifest(tmp, config, len(items))
         if root.exists():
             root.rmdir()  # an empty folder is fine to replace
@@ -261,7 +262,7 @@ def generate_synthetic(
 def _write_manifest(dst: Path, config: SyntheticMotionConfig, count: int) -> None:
     settings = settings_dict(config.width, config.height, config.gop_size, config.qscale)
     body = {"version": VERSION, "settings": settings, "files": count, "failed": [], "synthetic": asdict(config)}
-    (dst / MANIFEST_NAME).write_text(json.dumps(body, indent=1))
+    write_manifest(dst, body)
 
 
 def _encode_one(dst: str, rel: str, label: int, config: SyntheticMotionConfig) -> None:
@@ -275,34 +276,6 @@ def _encode_one(dst: str, rel: str, label: int, config: SyntheticMotionConfig) -
 
 
 def _encode_all(dst: Path, items: list[list], config: SyntheticMotionConfig, progress: bool, workers: int) -> None:
-    from rich.progress import Progress  # noqa: PLC0415
-
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"synthetic videos ({config.num_classes} classes)", total=len(items))
-        if workers <= 1:
-            for rel, label in items:
-                _encode_one(str(dst), rel, label, config)
-                bar.advance(task)
-            return
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_encode_one, str(dst), rel, label, config) for rel, label in items]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.advance(task)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`csvr synthetic [DST]`: generate the synthetic motion dataset and print its root."""
-    p = argparse.ArgumentParser(prog="csvr synthetic", description=main.__doc__)
-    p.add_argument("dst", nargs="?", default=None, help="output folder (default: the cache)")
-    p.add_argument("--num-classes", type=int, default=6)
-    p.add_argument("--videos-per-class", type=int, default=40)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--height", type=int, default=96)
-    p.add_argument("--frames", type=int, default=36)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    cfg = SyntheticMotionConfig(a.num_classes, a.videos_per_class, a.frames, a.width, a.height, a.seed)
-    print(generate_synthetic(a.dst, config=cfg))
-    return 0
+    with progress_bar(len(items), f"synthetic videos ({config.num_classes} classes)", progress, transient=True) as advance:
+        run_jobs(_encode_one, [(rel, (str(dst), rel, label, config)) for rel, label in items], workers,
+                 lambda _key, _result: advance())

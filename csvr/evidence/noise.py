@@ -2,7 +2,7 @@
 
 For every seed, noise level and temporal module (lif | convgru | conv) the same config
 (`configs/noise.yaml`, built by `csvr.cli.load_config_objects` exactly as `csvr fit` would)
-is trained with `data.init_args.noise_rate=<level>` (train and test both noisy) and
+is trained with `data.init_args.noise.rate=<level>` (train and test both noisy) and
 `model.net.init_args.temporal=<module>`, the same seed and the same budget, then tested
 (top-1 on the synthetic test split). On one test batch it also measures the activity of
 each STM's first layer (LIF: spike rate; conv: mean ReLU output; convgru: mean |hidden
@@ -42,7 +42,7 @@ TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_test_ba
 QUICK_LEVELS = (0.0, 0.4)
 QUICK_DATA = ("--data.init_args.num_classes=3", "--data.init_args.videos_per_class=4",
               "--data.init_args.batch_size=4", "--data.init_args.img_size=32", "--data.init_args.num_p=2",
-              "--data.init_args.num_workers=0", "--data.init_args.prepare_workers=1")
+              "--data.init_args.num_workers=0", "--data.init_args.prepare.workers=1")
 QUICK_TRAINER = {"max_epochs": 1, "max_steps": 2, "limit_test_batches": 1, "log_every_n_steps": 1}
 
 
@@ -138,7 +138,7 @@ def run_point(config: list[str], level: float, temporal: str, seed: int, overrid
     from csvr.cli import load_config_objects
 
     args = [*overrides, f"--model.net.init_args.temporal={temporal}",
-            f"--data.init_args.noise_rate={level}", f"--seed_everything={seed}"]
+            f"--data.init_args.noise.rate={level}", f"--seed_everything={seed}"]
     model, dm = load_config_objects(config, args)
     L.seed_everything(seed, verbose=False)  # the same shuffles for every module
     name = f"{temporal}_noise{level:g}_seed{seed}"
@@ -306,7 +306,7 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
     if not a.no_activity:
         from csvr.cli import load_config_objects
 
-        _, clean_dm = load_config_objects(config, [*overrides, "--data.init_args.noise_rate=0.0"])
+        _, clean_dm = load_config_objects(config, [*overrides, "--data.init_args.noise.rate=0.0"])
         clean_batch = first_test_batch(clean_dm)
     runs: list[dict[str, Any]] = []
     total = len(a.seeds) * len(levels) * len(a.temporal)
