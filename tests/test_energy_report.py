@@ -131,6 +131,14 @@ def test_summary_and_energy_without_any_dataset(tmp_path, monkeypatch, capsys):
                          f"--trainer.default_root_dir={tmp_path / 'run'}"]) == 0
     out = capsys.readouterr().out
     assert "dataset not found" in out and "total" in out
+    # configs/ucf101.yaml (data/ucf101 relative to the cwd: absent) as on a fresh clone; tiny
+    # net to keep the test small, the head sized for UCF-101's 101 classes
+    assert summary_main(["--config", str(REPO / "configs/ucf101.yaml"),
+                         "--model.net.init_args.variant=tiny", "--data.img_size=64",
+                         f"--trainer.default_root_dir={tmp_path / 'run'}"]) == 0
+    out = capsys.readouterr().out
+    assert "split folder not found" in out and "101 classes" in out
+    assert f"{16 * 101 + 101:,}" in out  # head: Linear(16, 101)
     out_json = tmp_path / "e.json"
     assert energy_main(tiny_config(tmp_path) + ["--batches", "1", "--no-memory",
                                                 "--json", str(out_json)]) == 0
