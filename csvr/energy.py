@@ -154,7 +154,7 @@ class EnergyReport:
         }
 
     def layer_dicts(self) -> list[dict[str, Any]]:
-        keys = ("name", "kind", "M", "C", "T", "F", "ops", "energy_J")
+        keys = ("name", "op", "kind", "M", "C", "T", "F", "ops", "energy_J")
         return [{k: asdict(l)[k] for k in keys} for l in self.layers]
 
     def by_part(self, all_compute: bool = True) -> dict[str, float]:

@@ -198,7 +198,7 @@ def test_json_document_and_baselines(tiny_net_and_batch):
     net, batch = tiny_net_and_batch
     doc = report_json(count_energy(net, batch))
     assert set(doc) == {"layers", "totals", "parts", "firing", "input_nonzero", "baselines"}
-    assert set(doc["layers"][0]) == {"name", "kind", "M", "C", "T", "F", "ops", "energy_J"}
+    assert set(doc["layers"][0]) == {"name", "op", "kind", "M", "C", "T", "F", "ops", "energy_J"}
     assert {"flops_ann", "flops_snn", "energy_J", "energy_all_compute_J", "energy_with_memory_J",
             "views", "energy_per_view_J"} <= set(doc["totals"])
     rows = {r["name"]: r for r in doc["baselines"]}
