@@ -62,8 +62,31 @@ noise: install
 lif-response: install
 	$(VENV)/bin/csvr lif-response --out outputs/lif_response.png --sweep-out outputs/lif_sweep.png
 
+# make energy: base and L at 224 px (untrained weights, BatchNorm re-estimated on real training
+# clips of the slice, firing measured on real test clips), then the tiny row from the checkpoint
+# that `make real` trains. Without the slice, base and L run on synthetic batches (said so).
+ENERGY_DATA ?= ../shared/data/ucf101_3cls
+ENERGY_CKPT ?= outputs/real/lif/checkpoints/last.ckpt
+ENERGY_OUT  ?= outputs/energy
+ENERGY_ARGS ?= --batches 3 --no-memory --layers
+ENERGY_SLICE = --data.root $(ENERGY_DATA)/UCF-101 --data.split_dir $(ENERGY_DATA)/ucfTrainTestlist \
+	--data.prepare_width 170 --data.prepare_height 128 --data.num_workers 0 --data.batch_size 2 \
+	--data.pin_memory false --trainer.precision 32-true --trainer.accelerator cpu
+
 energy: install
-	$(VENV)/bin/csvr energy --config configs/ucf101.yaml --variant-compare --json outputs/energy.json --plot outputs/energy.png
+	@if [ -d $(ENERGY_DATA)/UCF-101 ]; then \
+	  $(VENV)/bin/csvr energy --config configs/ucf101.yaml --variant-compare --calibrate-bn 4 $(ENERGY_ARGS) \
+	    $(ENERGY_SLICE) --json $(ENERGY_OUT)/base_L.json --plot $(ENERGY_OUT)/energy.png; \
+	else \
+	  echo "no $(ENERGY_DATA)/UCF-101: base and L on synthetic batches (set ENERGY_DATA=...)"; \
+	  $(VENV)/bin/csvr energy --config configs/ucf101.yaml --variant-compare $(ENERGY_ARGS) \
+	    --json $(ENERGY_OUT)/base_L.json --plot $(ENERGY_OUT)/energy.png; \
+	fi
+	@if [ -f $(ENERGY_CKPT) ]; then \
+	  $(VENV)/bin/csvr energy --config configs/ucf101_3cls.yaml --ckpt_path $(ENERGY_CKPT) $(ENERGY_ARGS) \
+	    --data.root $(ENERGY_DATA)/UCF-101 --data.split_dir $(ENERGY_DATA)/ucfTrainTestlist \
+	    --data.num_workers 0 --data.batch_size 2 --json $(ENERGY_OUT)/tiny.json --plot $(ENERGY_OUT)/tiny.png; \
+	else echo "no $(ENERGY_CKPT): run make real first for the tiny row (or ENERGY_CKPT=...)"; fi
 
 clean:
 	rm -rf outputs lightning_logs wandb bench/results.json

@@ -28,7 +28,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("csvr.data.prepare:main", "re-encode a video tree to MPEG-4 Part 2, GOP 12, no B-frames"),
     "energy": ("csvr.energy_cli:main", "per-layer SNN/ANN energy table of a config's model"),
-    "summary": ("csvr.cli:summary_main", "parameter counts of a config's model, per part"),
+    "summary": ("csvr.summary:summary_main", "parameter counts of a config's model, per part"),
     "lif-response": ("csvr.evidence.lif_response:main", "LIF temporal-sensitivity figure"),
     "experiment": ("csvr.evidence.noise:main", "experiments: `csvr experiment noise --config ...`"),
 }

@@ -134,24 +134,47 @@ class EnergyReport:
         """How many times cheaper than the dense-MAC network (> 1 means cheaper)."""
         return self.dense_ann_J / self.energy_J if self.energy_J else float("nan")
 
+    @property
+    def energy_per_view_J(self) -> float:
+        """Paper convention, one inference (K segments, one crop): ``energy_J / views``."""
+        return self.energy_J / self.views
+
     def totals(self) -> dict[str, float | None]:
         return {
             "flops_ann": self.flops_ann,
             "flops_snn": self.flops_snn,
             "energy_J": self.energy_J,
+            "snn_J": self.snn_J,
+            "ann_J": self.ann_J,
             "energy_all_compute_J": self.energy_all_compute_J,
             "energy_with_memory_J": self.energy_with_memory_J,
+            "views": self.views,
+            "energy_per_view_J": self.energy_per_view_J,
+            "energy_all_compute_per_view_J": self.energy_all_compute_J / self.views,
         }
 
     def layer_dicts(self) -> list[dict[str, Any]]:
-        keys = ("name", "kind", "M", "C", "T", "F", "ops", "energy_J")
+        keys = ("name", "op", "kind", "M", "C", "T", "F", "ops", "energy_J")
         return [{k: asdict(l)[k] for k in keys} for l in self.layers]
 
     def by_part(self, all_compute: bool = True) -> dict[str, float]:
-        """Energy per network part (see ``part_of``), joules per video."""
-        out: dict[str, float] = {}
+        """Energy per network part (see ``part_of``), joules per video, in ``PART_ORDER``.
+
+        ``all_compute=False``: the paper's convention (convolutions only; a part without
+        convolutions, e.g. the ViT, is 0). The values sum to ``energy_all_compute_J`` or
+        ``energy_J``.
+        """
+        out = {p: 0.0 for p in PART_ORDER}
         for l in self.layers:
             if all_compute or l.op == "conv":
+                out[part_of(l.name)] = out.get(part_of(l.name), 0.0) + l.energy_J
+        return out
+
+    def snn_by_part(self) -> dict[str, float]:
+        """Paper-convention energy of the AC (spiking-input) convolutions per part, J/video."""
+        out = {p: 0.0 for p in PART_ORDER}
+        for l in self.layers:
+            if l.op == "conv" and l.kind == "AC":
                 out[part_of(l.name)] = out.get(part_of(l.name), 0.0) + l.energy_J
         return out
 
@@ -171,10 +194,11 @@ class EnergyReport:
         return m
 
 
-PARTS = {  # CSVRNet's top-level children -> the parts the plot shows
+PARTS = {  # CSVRNet's top-level children -> the parts of the breakdown
     "stm_mv": "STM", "stm_residual": "STM", "iframe_stem": "stems", "encoders": "encoders",
-    "transformer": "transformer", "decoders": "decoder", "rrdb": "RRDB", "head": "head",
+    "transformer": "ViT", "decoders": "decoders", "rrdb": "RRDB", "head": "head",
 }
+PART_ORDER = ("stems", "STM", "encoders", "ViT", "decoders", "RRDB", "head")
 
 
 def part_of(name: str) -> str:
@@ -405,44 +429,160 @@ def count_energy(
     return report
 
 
+def calibrate_bn(model: nn.Module, batches: Iterable[Any]) -> int:
+    """Precise-BN: re-estimate every BatchNorm's running mean/var on ``batches``.
+
+    The running statistics are reset and accumulated as an exact average over all batches
+    (``momentum=None``) with only the BatchNorm layers in train mode (dropout, drop-path and
+    everything else in eval mode), without gradients. Weights are untouched. Used to measure
+    firing rates of untrained weights on real clips: eval-mode BN at its init statistics
+    (mean 0, var 1) feeds the LIF layers a scale unrelated to the data. Returns the number of
+    batches seen.
+    """
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = the exact mean over batches
+        m.train()
+    n = 0
+    try:
+        with torch.no_grad():
+            for b in batches:
+                functional.reset_net(model)
+                model(b)
+                n += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        functional.reset_net(model)
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("calibrate_bn: no batches given")
+    return n
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A test protocol: ``segments`` per video x ``crops`` per segment.
+
+    For csvr one inference reads K segments, so a video costs ceil(segments / K) x crops
+    inferences ("views"); for a per-frame 2D model (CoViAR) K = 1.
+    """
+
+    segments: int
+    crops: int = 1
+
+    def views(self, k: int = 1) -> int:
+        return -(-self.segments // k) * self.crops
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, unit: str = "segment") -> str:
+        """'25 segments x 10 crops' (``unit`` "clip": '10 clips x 1 crop')."""
+        s, c = self.segments, self.crops
+        return f"{s} {unit}{'s' if s > 1 else ''} x {c} crop{'s' if c > 1 else ''}"
+
+
 @dataclass(frozen=True)
 class Baseline:
-    """A published model: per-view GMACs (papers' "GFLOPs" are multiply-adds) and views."""
+    """A published model: GMACs of one inference ("view") and its published test protocol.
+
+    ``unit``: what one view reads: "segment" (one frame per stream, TSN-style 2D nets, so a
+    protocol of S segments x C crops costs S x C views) or "clip" (a multi-frame 3D/video
+    transformer clip; ``protocol.segments`` then counts clips). ``verified``: the GMACs and the
+    protocol were checked against the cited sources; unverified rows are shown but never
+    enter the headline ratio. Papers' "GFLOPs" are multiply-adds (MACs).
+    """
 
     name: str
     gmacs_per_view: float
-    views: int
-    source: str = field(default="", compare=False)
+    protocol: Protocol
+    unit: str
+    source: str = field(compare=False)
+    verified: bool = field(default=False, compare=False)
+
+    @property
+    def views(self) -> int:
+        return self.protocol.views(1)
+
+    @property
+    def energy_per_view_J(self) -> float:
+        return self.gmacs_per_view * 1e9 * E_MAC
 
     @property
     def energy_J(self) -> float:
-        """GMACs x 1e9 x views x E_MAC: dense MACs, joules per video."""
-        return self.gmacs_per_view * 1e9 * self.views * E_MAC
+        """Dense MACs x E_MAC at the published protocol, joules per video."""
+        return self.energy_per_view_J * self.views
+
+    def energy_at(self, protocol: Protocol) -> float | None:
+        """Joules per video at another protocol (only for per-segment models)."""
+        return self.energy_per_view_J * protocol.views(1) if self.unit == "segment" else None
 
 
-# Prior art as published (per-view GMACs, test views). "approx." marks a figure we could not
-# check against the paper's own table while writing this (no network access): verify it there.
+# Prior art. Only rows with verified=True enter the headline. Sources:
+# - CoViAR (Wu et al., "Compressed Video Action Recognition", CVPR 2018): ResNet-152 on
+#   I-frames + ResNet-18 on accumulated MVs + ResNet-18 on residuals, each on one 224x224 frame
+#   per segment, late fusion. GMACs from He et al., "Deep Residual Learning", CVPR 2016,
+#   Table 1 (p. 5): ResNet-152 11.3e9 FLOPs, ResNet-18 1.8e9 (multiply-adds); 11.3 + 2 x 1.8
+#   = 14.9 per segment (the 2-channel MV input changes the first conv by < 0.1 GMAC). Protocol
+#   25 segments x 10 crops: the authors' reference code, github.com/chaoyuaw/pytorch-coviar
+#   test.py (defaults --test_segments 25, --test-crops 10).
+# - The other rows carry figures from secondary tables that we could not check against the
+#   papers themselves (no access while writing): shown, marked unverified, not in the headline.
 BASELINES: tuple[Baseline, ...] = (
-    # Wu et al., "Compressed Video Action Recognition", CVPR 2018: ResNet-152 on I-frames
-    # (11.3 GFLOPs, He et al. 2016 Table 1) + ResNet-18 on MVs and on residuals (1.8 each);
-    # test protocol 25 segments x 10 crops (their Sec. 5). 11.3 + 2 x 1.8 = 14.9 per view.
-    Baseline("CoViAR", 14.9, 250, "Wu et al. CVPR 2018; He et al. CVPR 2016 Table 1"),
-    # Shou et al., "DMC-Net", CVPR 2019: CoViAR's three nets + DMC generator + ResNet-18 on the
-    # generated cues; approx. 14.9 + 1.8 + ~0.8 (generator) per view, CoViAR's 25 x 10 views.
-    Baseline("DMC-Net", 17.5, 250, "Shou et al. CVPR 2019 (approx.)"),
-    # Battash et al., "Mimic the Raw Domain" (MFCD-Net), CVPRW 2020: a 3D CNN on compressed
-    # streams; approx. 8.8 GFLOPs per 16-frame clip, 10 clips per video (approx.).
-    Baseline("MFCD-Net", 8.8, 10, "Battash et al. CVPRW 2020 (approx.)"),
-    # Chen & Ho, "MM-ViT", WACV 2022: ViT-B scale factorised space-time-modality transformer over
-    # I-frames, MVs and residuals, 8 segments; approx. 1,800 GFLOPs per view, 1 x 3 views.
-    Baseline("MM-ViT", 1800.0, 3, "Chen & Ho WACV 2022 (approx.)"),
-    # Carreira & Zisserman, "Quo Vadis" I3D, CVPR 2017 (RGB): 108 GFLOPs per 64-frame view as
-    # tabulated in later work (e.g. Feichtenhofer, X3D, CVPR 2020 Table 5); 10 views (approx.).
-    Baseline("I3D", 108.0, 10, "Carreira & Zisserman CVPR 2017; X3D Table 5 (views approx.)"),
-    # Arnab et al., "ViViT", ICCV 2021: ViViT-B/16x2 factorised encoder, 284 GFLOPs per view
-    # (their model-variant comparison table), 4 temporal x 3 spatial views (approx.).
-    Baseline("ViViT-B FE", 284.0, 12, "Arnab et al. ICCV 2021 (views approx.)"),
+    Baseline("CoViAR", 14.9, Protocol(25, 10), "segment",
+             "Wu et al. CVPR 2018; GMACs: He et al. CVPR 2016 Table 1 p.5; protocol: "
+             "chaoyuaw/pytorch-coviar test.py", verified=True),
+    # Shou et al., CVPR 2019: CoViAR's nets + DMC generator + ResNet-18 on the generated cue;
+    # ~14.9 + 1.8 + ~0.8 GMACs per segment; protocol assumed as CoViAR's. UNVERIFIED.
+    Baseline("DMC-Net", 17.5, Protocol(25, 10), "segment",
+             "Shou et al. CVPR 2019 (GMACs and protocol unverified)"),
+    # Battash et al., CVPRW 2020 (MFCD-Net): ~8.8 GMACs per 16-frame clip, 10 clips. UNVERIFIED.
+    Baseline("MFCD-Net", 8.8, Protocol(10, 1), "clip",
+             "Battash et al. CVPRW 2020 (GMACs and protocol unverified)"),
+    # Chen & Ho, WACV 2022 (MM-ViT): ~1,800 GMACs per clip, 1 clip x 3 crops. UNVERIFIED.
+    Baseline("MM-ViT", 1800.0, Protocol(1, 3), "clip",
+             "Chen & Ho WACV 2022 (GMACs and protocol unverified)"),
+    # Carreira & Zisserman, CVPR 2017 (I3D RGB): 108 GMACs per 64-frame clip as tabulated in
+    # later work (Feichtenhofer, X3D, CVPR 2020); 10 clips. UNVERIFIED.
+    Baseline("I3D", 108.0, Protocol(10, 1), "clip",
+             "Carreira & Zisserman CVPR 2017 via X3D CVPR 2020 (unverified)"),
+    # Arnab et al., ICCV 2021 (ViViT-B/16x2 FE): 284 GMACs per clip, 4 x 3 views. UNVERIFIED.
+    Baseline("ViViT-B FE", 284.0, Protocol(4, 3), "clip",
+             "Arnab et al. ICCV 2021 (GMACs and protocol unverified)"),
 )
+
+# The paper's own figures (Das Biswas et al.): 0.73 J per video and 330x lower cost than
+# prior art in the main paper's abstract (arXiv 2503.13724v1, p. 1); ~113x in the appendix
+# (Sec. 1, p. 1). Neither names the protocol behind the 0.73 J.
+PAPER_ENERGY_J = 0.73
+
+
+def comparison_rows(
+    per_view_J: float, k: int, protocol: Protocol, baselines: Iterable[Baseline] = BASELINES
+) -> list[dict[str, Any]]:
+    """One row per baseline, csvr costing ``per_view_J`` per inference of ``k`` segments.
+
+    ``csvr_same_J``: csvr per video at the baseline's own protocol (per-segment baselines only);
+    ``ratio_same``: their energy / csvr's at that same protocol; ``ratio_mixed``: their energy
+    at their protocol / csvr's at ``protocol`` (csvr's own), the comparison papers often make.
+    """
+    own = per_view_J * protocol.views(k)
+    rows = []
+    for b in baselines:
+        same = per_view_J * b.protocol.views(k) if b.unit == "segment" else None
+        rows.append({
+            "name": b.name, "protocol": b.protocol.describe(b.unit), "unit": b.unit,
+            "gmacs_per_view": b.gmacs_per_view, "views": b.views,
+            "energy_per_view_J": b.energy_per_view_J, "energy_J": b.energy_J,
+            "csvr_same_J": same, "ratio_same": b.energy_J / same if same else None,
+            "ratio_mixed": b.energy_J / own if own else None,
+            "verified": b.verified, "source": b.source,
+        })
+    return rows
 
 
 def baseline_rows(
@@ -451,12 +591,34 @@ def baseline_rows(
     """JSON rows: name, gmacs_per_view, views, energy_J, ratio (= their energy / reference_J)."""
     return [
         {"name": b.name, "gmacs_per_view": b.gmacs_per_view, "views": b.views,
-         "energy_J": b.energy_J, "ratio": b.energy_J / reference_J if reference_J else None}
+         "protocol": b.protocol.describe(b.unit), "energy_J": b.energy_J,
+         "ratio": b.energy_J / reference_J if reference_J else None,
+         "verified": b.verified, "source": b.source}
         for b in baselines
     ]
 
 
-def report_json(report: EnergyReport, baselines: Iterable[Baseline] = BASELINES) -> dict[str, Any]:
-    """The ``csvr energy --json`` document (energy per video; paper convention in energy_J)."""
-    return {"layers": report.layer_dicts(), "totals": report.totals(),
-            "baselines": baseline_rows(report.energy_J, baselines)}
+def report_json(
+    report: EnergyReport, baselines: Iterable[Baseline] = BASELINES, *,
+    k: int | None = None, protocol: Protocol | None = None, meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``csvr energy --json`` document (energy per video; paper convention in energy_J).
+
+    With ``k`` and ``protocol`` (csvr's segments per inference and test protocol) it also holds
+    ``comparison``: every baseline at its own and at csvr's protocol.
+    """
+    doc: dict[str, Any] = {
+        "layers": report.layer_dicts(), "totals": report.totals(),
+        "parts": {"paper_J": report.by_part(False), "all_compute_J": report.by_part(True),
+                  "snn_J": report.snn_by_part()},
+        "firing": {n: asdict(s) for n, s in report.neurons.items()},
+        "input_nonzero": dict(report.input_nonzero),
+        "baselines": baseline_rows(report.energy_J, baselines),
+    }
+    if k is not None and protocol is not None:
+        doc["protocol"] = {"segments": protocol.segments, "crops": protocol.crops, "K": k,
+                           "views": protocol.views(k)}
+        doc["comparison"] = comparison_rows(report.energy_per_view_J, k, protocol, baselines)
+    if meta:
+        doc["meta"] = dict(meta)
+    return doc

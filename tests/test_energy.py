@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch import nn
 
 from csvr.energy import (
-    BASELINES, E_AC, E_MAC, count_energy, part_of, report_json, simple_energy_J,
+    BASELINES, E_AC, E_MAC, PART_ORDER, count_energy, part_of, report_json, simple_energy_J,
 )
 from csvr.energy_cli import main as energy_main
 from csvr.energy_cli import synthetic_batch, views_per_video
@@ -182,9 +182,9 @@ def test_report_totals_parts_and_memory(tiny_net_and_batch):
     assert report.energy_J == pytest.approx(report.flops_ann * 4.6e-12 + report.flops_snn * 0.9e-12)
     assert report.energy_all_compute_J > report.energy_J  # linear layers and attention on top
     parts = report.by_part()
-    assert set(parts) == {"stems", "STM", "encoders", "transformer", "decoder", "RRDB", "head"}
+    assert tuple(parts) == PART_ORDER
     assert sum(parts.values()) == pytest.approx(report.energy_all_compute_J)
-    assert "transformer" not in report.by_part(all_compute=False)  # no convolutions there
+    assert parts["ViT"] > 0 and report.by_part(all_compute=False)["ViT"] == 0  # no convs there
     assert part_of("stm_mv.layers.0.conv") == "STM"
     # SpikingJelly's figure: one forward of 2 samples, scaled to 3 views of one sample
     assert report.energy_with_memory_J == pytest.approx(simple_energy_J(net, batch) * 3 / 2)
@@ -197,10 +197,10 @@ def test_report_totals_parts_and_memory(tiny_net_and_batch):
 def test_json_document_and_baselines(tiny_net_and_batch):
     net, batch = tiny_net_and_batch
     doc = report_json(count_energy(net, batch))
-    assert set(doc) == {"layers", "totals", "baselines"}
-    assert set(doc["layers"][0]) == {"name", "kind", "M", "C", "T", "F", "ops", "energy_J"}
-    assert set(doc["totals"]) == {"flops_ann", "flops_snn", "energy_J", "energy_all_compute_J",
-                                  "energy_with_memory_J"}
+    assert set(doc) == {"layers", "totals", "parts", "firing", "input_nonzero", "baselines"}
+    assert set(doc["layers"][0]) == {"name", "op", "kind", "M", "C", "T", "F", "ops", "energy_J"}
+    assert {"flops_ann", "flops_snn", "energy_J", "energy_all_compute_J", "energy_with_memory_J",
+            "views", "energy_per_view_J"} <= set(doc["totals"])
     rows = {r["name"]: r for r in doc["baselines"]}
     assert {"CoViAR", "DMC-Net", "MFCD-Net", "MM-ViT", "I3D"} <= set(rows)
     assert any(name.startswith("ViViT") for name in rows)
@@ -239,7 +239,7 @@ def test_csvr_energy_main_synthetic(tmp_path, capsys):
     )
     out_json, out_png = tmp_path / "e.json", tmp_path / "e.png"
     rc = energy_main(["--config", str(config), "--json", str(out_json), "--plot", str(out_png),
-                      "--batches", "1", f"--trainer.default_root_dir={tmp_path / 'run'}"])
+                      "--batches", "1", "--layers", f"--trainer.default_root_dir={tmp_path / 'run'}"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "CoViAR" in printed and "stm_mv.layers.1.conv" in printed
