@@ -287,3 +287,43 @@ def test_dataclass_batch_and_clear_errors() -> None:
         CSVRNet(3, variant="tiny", temporal="gru", modalities=["iframe"])
     with pytest.raises(ValueError, match="modalities"):
         CSVRNet(3, variant="tiny", modalities=["depth"])
+
+
+# ---------------------------------------------------------------- recipe options, baseline CNN
+
+
+@pytest.mark.parametrize("temporal", ["lif", "convgru", "conv"])
+def test_per_step_norm_and_aux_heads_forward(temporal: str) -> None:
+    net = tiny(temporal=temporal, stm_norm="step", aux_heads=True, late_fusion=True)
+    logits, aux = net(make_batch())  # training mode: fused logits and one aux head per modality
+    assert logits.shape == (B, 5) and {m: a.shape for m, a in aux.items()} == {
+        m: (B, 5) for m in ("iframe", "mv", "residual")}
+    with torch.no_grad():
+        assert net.eval()(make_batch()).shape == (B, 5)  # eval: the public contract
+
+
+def test_late_fusion_adds_the_modality_logits() -> None:
+    net = tiny(aux_heads=True, late_fusion=True, drop_path=0.0, head_dropout=0.0)
+    batch = make_batch()
+    with torch.no_grad():
+        fused_plus_late, aux = net(batch)
+        net.late_fusion = False
+        fused, _ = net(batch)
+    torch.testing.assert_close(fused_plus_late, fused + sum(aux.values()))
+    with pytest.raises(ValueError, match="late_fusion=True needs aux_heads"):
+        tiny(late_fusion=True)
+
+
+@pytest.mark.parametrize("modalities", [["iframe", "mv", "residual"], ["mv"], ["iframe", "residual"]])
+def test_baseline_cnn_builds_and_forwards(modalities: list[str]) -> None:
+    from csvr.models.baseline_cnn import BaselineCNN
+
+    net = BaselineCNN(5, img_size=S, num_segments=K, num_steps=T, modalities=modalities)
+    batch = {m: v for m, v in make_batch().items() if m in modalities}
+    logits, per = net(batch)
+    assert logits.shape == (B, 5) and sorted(per) == sorted(modalities)
+    torch.testing.assert_close(logits, sum(per.values()))  # late fusion: the sum of the branches
+    with torch.no_grad():
+        assert net.eval()(batch).shape == (B, 5)
+    with pytest.raises(ValueError, match="num_steps"):
+        BaselineCNN(5, img_size=S, num_segments=K, num_steps=T + 1, modalities=modalities)(make_batch())
