@@ -38,14 +38,15 @@ def tiny(**kw: object) -> CSVRNet:
 # ---------------------------------------------------------------- ThresholdLIFNode
 
 
-@pytest.mark.parametrize("detach_reset", [False, True])
-def test_threshold_lif_matches_spikingjelly_lifnode(detach_reset: bool) -> None:
-    x = torch.randn(8, 2, 4, 5, 5) * 1.5
+@pytest.mark.parametrize("detach_reset,decay_input", [(False, True), (True, True), (False, False)])
+def test_threshold_lif_matches_spikingjelly_lifnode(detach_reset: bool, decay_input: bool) -> None:
+    x = torch.randn(8, 2, 4, 5, 5) * (1.5 if decay_input else 0.6)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours = ThresholdLIFNode(4, tau=2.0, learn_threshold=False, detach_reset=detach_reset,
-                            store_v_seq=True)
+                            decay_input=decay_input, store_v_seq=True)
     ref = neuron.LIFNode(tau=2.0, v_reset=None, surrogate_function=surrogate.ATan(),
-                         detach_reset=detach_reset, step_mode="m", store_v_seq=True)
+                         detach_reset=detach_reset, decay_input=decay_input, step_mode="m",
+                         store_v_seq=True)
     s1, s2 = ours(x1), ref(x2)
     assert 0.05 < s2.mean() < 0.95  # both regimes (firing and silent) are exercised
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)

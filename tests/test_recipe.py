@@ -11,7 +11,7 @@ from torch import nn
 from csvr.lit_module import CSVRLitModule
 from csvr.models.baseline_cnn import BaselineCNN
 from csvr.models.stm import SpikingTemporalModulator, TemporalBatchNorm2d, _conv_bn
-from csvr.precise_bn import recompute_bn_stats
+from csvr.models.bn import recompute_bn_stats
 
 
 def test_temporal_bn_equals_one_batchnorm_per_step() -> None:
