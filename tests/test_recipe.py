@@ -83,3 +83,20 @@ def test_recompute_bn_stats_is_the_plain_average_and_draws_no_random_numbers() -
     torch.testing.assert_close(net[2].running_mean, mean)
     torch.testing.assert_close(net[2].running_var, var)
     assert net.training and net[2].momentum == 0.1
+
+
+def test_baseline_cnn_config_and_precise_bn_fit(tiny_synthetic, tmp_path) -> None:
+    """configs/experiment/baseline_cnn.yaml stacks on a fit config (the net's class changes,
+    its aux losses are on) and the precise-BN callback runs before validation: one real
+    fast_dev_run fit on the synthetic set."""
+    from csvr.cli import main
+    from tests.conftest import REPO, SYNTH_ARGS
+
+    args = ["fit", "--config", str(REPO / "configs" / "synthetic.yaml"),
+            "--config", str(REPO / "configs" / "experiment" / "baseline_cnn.yaml"),
+            f"--data.root={tiny_synthetic}", *SYNTH_ARGS, "--data.img_size=32", "--data.num_p=2",
+            "--model.net.init_args.num_steps=2", "--model.aux_weight=1.0", "--data.num_workers=0",
+            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true",
+            "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.callbacks+=csvr.precise_bn.PreciseBNCallback"]
+    assert main(args) == 0
