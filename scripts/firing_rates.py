@@ -55,7 +55,11 @@ def dump(n_train: int, n_val: int, path: Path, config: str) -> None:
     dm.prepare_data()
     dm.setup("fit")
     out: dict[str, list] = {"train": [], "val": []}
-    for key, loader, n in (("train", dm.train_dataloader(), n_train), ("val", dm.val_dataloader(), n_val)):
+    val = dm.val_dataloader()  # the list is sorted by class: draw a random subset instead
+    pick = torch.randperm(len(val.dataset))[: n_val * val.batch_size].tolist()
+    val = torch.utils.data.DataLoader(torch.utils.data.Subset(val.dataset, pick), batch_size=val.batch_size,
+                                      collate_fn=val.collate_fn, num_workers=val.num_workers)
+    for key, loader, n in (("train", dm.train_dataloader(), n_train), ("val", val, n_val)):
         for b in loader:
             out[key].append(b)
             if len(out[key]) >= n:
