@@ -74,6 +74,9 @@ class CSVRLitModule(LightningModule):
         min_lr_ratio: the cosine schedule ends at `lr * min_lr_ratio`.
         class_names: names of the classes (linked from the DataModule; kept in checkpoints
             so `csvr predict` prints names).
+        aux_weight: weight of the per-modality auxiliary losses, used when the net returns
+            `(logits, {modality: aux_logits})` in training (CSVRNet with `aux_heads: true`):
+            loss = CE(logits) + aux_weight * mean over modalities of CE(aux_logits).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class CSVRLitModule(LightningModule):
         warmup_epochs: float = 1.0,
         min_lr_ratio: float = 0.01,
         class_names: list[str] | None = None,
+        aux_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -105,11 +109,16 @@ class CSVRLitModule(LightningModule):
     # ----------------------------------------------------------------- forward
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Logits `[B, num_classes]`; test-time views are folded in and averaged."""
+        return self._logits_and_aux(batch)[0]
+
+    def _logits_and_aux(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits `[B, num_classes]` and the net's auxiliary per-modality logits (training only)."""
         folded, v = fold_views(batch, int(self.net.num_segments))
-        logits = self.net(folded)  # CSVRNet.forward resets its own neurons first
+        out = self.net(folded)  # CSVRNet.forward resets its own neurons first
+        logits, aux = out if isinstance(out, tuple) else (out, {})
         if v > 1:
             logits = logits.reshape(-1, v, logits.shape[-1]).mean(dim=1)
-        return logits
+        return logits, aux
 
     def _report_skipped(self, batch: dict[str, Any], stage: str) -> None:
         skipped = batch.get("skipped") or []
@@ -125,8 +134,13 @@ class CSVRLitModule(LightningModule):
         label = batch["label"]
         if label.numel() == 0:
             return None  # every video of this batch was unreadable (skip_corrupt)
-        logits = self(batch)
+        logits, aux = self._logits_and_aux(batch)
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
+        if aux and self.hparams.aux_weight:
+            aux_loss = sum(F.cross_entropy(a, label, label_smoothing=self.hparams.label_smoothing)
+                           for a in aux.values()) / len(aux)
+            self.log(f"{stage}/aux_loss", aux_loss.detach(), on_step=False, on_epoch=True, batch_size=label.shape[0])
+            loss = loss + self.hparams.aux_weight * aux_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"{stage} loss is {loss.item()} at step {self.global_step} "

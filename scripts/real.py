@@ -1,8 +1,13 @@
 """Real video: fit and test on the three-class UCF-101 slice on CPU (`make real`), or the
-ablation table (`make real-ablation`): I-frame only, LIF, ConvGRU, conv, over seeds.
+ablation table (`make real-ablation`): I-frame only, LIF, ConvGRU, conv and a plain-CNN
+reference (late fusion of one 2D CNN per modality), 3 seeds each.
 
     python scripts/real.py                          # row "lif", seed 0: fit, test, energy, report
-    python scripts/real.py --ablation --seeds 0 1 2 # the whole table -> outputs/real/ablation.{json,md}
+    python scripts/real.py --ablation               # every row x seeds 0 1 2 -> outputs/real/ablation.{json,md}
+
+The table gives mean +- sd of test top-1 over the seeds, per-class accuracy (mean over seeds),
+energy per video and fit wall time with the machine's 1-minute load average at the start and
+end of each fit ("idle" only if both were below 0.5 x the CPU count).
 
 Each run is a plain `csvr fit` then `csvr test --ckpt_path last` in a subprocess (so every
 row is reproducible by hand with the printed command), then `csvr energy` on the tested
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +36,9 @@ ROWS = {
     "lif": [],
     "convgru": ["--config", "configs/experiment/temporal_convgru.yaml"],
     "conv": ["--config", "configs/experiment/temporal_conv.yaml"],
+    "cnn_baseline": ["--config", "configs/experiment/baseline_cnn.yaml"],
 }
+ABLATION_SEEDS = [0, 1, 2]
 console = Console()
 
 
@@ -45,9 +53,9 @@ def run_row(row: str, seed: int, out: Path, extra: list[str]) -> dict:
     root = out / f"{row}_seed{seed}"
     cfg = ["--config", CONFIG, *ROWS[row], f"--seed_everything={seed}", f"--trainer.default_root_dir={root}",
            f"--trainer.logger.init_args.name=ucf101-3cls-{row}-seed{seed}", *extra]
-    t0 = time.perf_counter()
+    load_start, t0 = os.getloadavg()[0], time.perf_counter()
     csvr("fit", *cfg)
-    fit_s = time.perf_counter() - t0
+    fit_s, load_end = time.perf_counter() - t0, os.getloadavg()[0]
     csvr("test", *cfg, "--ckpt_path=last")
     metrics = json.loads((root / "test_metrics.json").read_text())
     csvr("energy", *cfg, "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), "--json", str(root / "energy.json"), "--batches", "2")
@@ -62,6 +70,8 @@ def run_row(row: str, seed: int, out: Path, extra: list[str]) -> dict:
         "energy_J": energy["energy_J"],
         "energy_all_compute_J": energy["energy_all_compute_J"],
         "fit_seconds": fit_s,
+        "load_avg_1min": [load_start, load_end],
+        "idle": max(load_start, load_end) < 0.5 * (os.cpu_count() or 1),
     }
     (root / "result.json").write_text(json.dumps(result, indent=2))
     return result
@@ -77,22 +87,32 @@ def report_one(r: dict) -> None:
         table.add_row(name, *map(str, row), f"{r['per_class_acc'][name]:.3f}")
     console.print(table)
     console.print(f"energy per video: {r['energy_J']:.3e} J (paper convention), "
-                  f"{r['energy_all_compute_J']:.3e} J (all compute); fit {r['fit_seconds']:.0f} s")
+                  f"{r['energy_all_compute_J']:.3e} J (all compute); fit {r['fit_seconds']:.0f} s "
+                  f"({'idle' if r.get('idle') else 'loaded'}, load {r.get('load_avg_1min')})")
 
 
 def summarise(out: Path) -> str:
     """The table over every finished run under `out` (runs may come from several invocations)."""
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
-    lines = ["| row | test top-1 (mean ± sd) | seeds | energy / video (paper conv.) | all compute | fit time |",
-             "|---|---|---|---|---|---|"]
+    names = next((r["class_names"] for r in results), [])
+    lines = ["| row | test top-1 (mean ± sd) | seeds | " + " | ".join(names) +
+             " | energy / video (paper conv.) | all compute | fit time | machine |",
+             "|---|---|---|" + "---|" * len(names) + "---|---|---|---|"]
     for row in ROWS:
         rs = [r for r in results if r["row"] == row]
         if not rs:
             continue
         accs = [r["test_acc"] for r in rs]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        lines.append(f"| {row} | {statistics.mean(accs):.3f} ± {sd:.3f} | {len(rs)} | {rs[0]['energy_J']:.3e} J | "
-                     f"{rs[0]['energy_all_compute_J']:.3e} J | {statistics.mean(r['fit_seconds'] for r in rs):.0f} s |")
+        per_class = [statistics.mean(r["per_class_acc"][n] for r in rs) for n in names]
+        loads = [x for r in rs for x in r.get("load_avg_1min", [])]
+        machine = ("idle" if all(r.get("idle") for r in rs) else "loaded") + (
+            f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else "")
+        lines.append(f"| {row} | {statistics.mean(accs):.3f} ± {sd:.3f} | {len(rs)} | "
+                     + " | ".join(f"{a:.3f}" for a in per_class)
+                     + f" | {statistics.mean(r['energy_J'] for r in rs):.3e} J | "
+                     f"{statistics.mean(r['energy_all_compute_J'] for r in rs):.3e} J | "
+                     f"{statistics.mean(r['fit_seconds'] for r in rs):.0f} s | {machine} |")
     md = "\n".join(lines)
     (out / "ablation.json").write_text(json.dumps(results, indent=2))
     (out / "ablation.md").write_text(md + "\n")
@@ -101,14 +121,16 @@ def summarise(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ablation", action="store_true", help="all rows: iframe_only, lif, convgru, conv")
+    ap.add_argument("--ablation", action="store_true",
+                    help=f"all rows ({', '.join(ROWS)}), seeds {ABLATION_SEEDS} unless --seeds")
     ap.add_argument("--rows", nargs="*", choices=list(ROWS), help="rows to run (default: lif, or all with --ablation)")
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0])
+    ap.add_argument("--seeds", nargs="*", type=int, help="default: 0, or 0 1 2 with --ablation")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "real")
     args, extra = ap.parse_known_args(argv)
     rows = args.rows or (list(ROWS) if args.ablation else ["lif"])
+    seeds = args.seeds if args.seeds else (ABLATION_SEEDS if args.ablation else [0])
     args.out.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
+    for seed in seeds:
         for row in rows:
             report_one(run_row(row, seed, args.out, extra))
             summarise(args.out)

@@ -38,14 +38,15 @@ def tiny(**kw: object) -> CSVRNet:
 # ---------------------------------------------------------------- ThresholdLIFNode
 
 
-@pytest.mark.parametrize("detach_reset", [False, True])
-def test_threshold_lif_matches_spikingjelly_lifnode(detach_reset: bool) -> None:
-    x = torch.randn(8, 2, 4, 5, 5) * 1.5
+@pytest.mark.parametrize("detach_reset,decay_input", [(False, True), (True, True), (False, False)])
+def test_threshold_lif_matches_spikingjelly_lifnode(detach_reset: bool, decay_input: bool) -> None:
+    x = torch.randn(8, 2, 4, 5, 5) * (1.5 if decay_input else 0.6)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours = ThresholdLIFNode(4, tau=2.0, learn_threshold=False, detach_reset=detach_reset,
-                            store_v_seq=True)
+                            decay_input=decay_input, store_v_seq=True)
     ref = neuron.LIFNode(tau=2.0, v_reset=None, surrogate_function=surrogate.ATan(),
-                         detach_reset=detach_reset, step_mode="m", store_v_seq=True)
+                         detach_reset=detach_reset, decay_input=decay_input, step_mode="m",
+                         store_v_seq=True)
     s1, s2 = ours(x1), ref(x2)
     assert 0.05 < s2.mean() < 0.95  # both regimes (firing and silent) are exercised
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
@@ -287,3 +288,43 @@ def test_dataclass_batch_and_clear_errors() -> None:
         CSVRNet(3, variant="tiny", temporal="gru", modalities=["iframe"])
     with pytest.raises(ValueError, match="modalities"):
         CSVRNet(3, variant="tiny", modalities=["depth"])
+
+
+# ---------------------------------------------------------------- recipe options, baseline CNN
+
+
+@pytest.mark.parametrize("temporal", ["lif", "convgru", "conv"])
+def test_per_step_norm_and_aux_heads_forward(temporal: str) -> None:
+    net = tiny(temporal=temporal, stm_norm="step", aux_heads=True, late_fusion=True)
+    logits, aux = net(make_batch())  # training mode: fused logits and one aux head per modality
+    assert logits.shape == (B, 5) and {m: a.shape for m, a in aux.items()} == {
+        m: (B, 5) for m in ("iframe", "mv", "residual")}
+    with torch.no_grad():
+        assert net.eval()(make_batch()).shape == (B, 5)  # eval: the public contract
+
+
+def test_late_fusion_adds_the_modality_logits() -> None:
+    net = tiny(aux_heads=True, late_fusion=True, drop_path=0.0, head_dropout=0.0)
+    batch = make_batch()
+    with torch.no_grad():
+        fused_plus_late, aux = net(batch)
+        net.late_fusion = False
+        fused, _ = net(batch)
+    torch.testing.assert_close(fused_plus_late, fused + sum(aux.values()))
+    with pytest.raises(ValueError, match="late_fusion=True needs aux_heads"):
+        tiny(late_fusion=True)
+
+
+@pytest.mark.parametrize("modalities", [["iframe", "mv", "residual"], ["mv"], ["iframe", "residual"]])
+def test_baseline_cnn_builds_and_forwards(modalities: list[str]) -> None:
+    from csvr.models.baseline_cnn import BaselineCNN
+
+    net = BaselineCNN(5, img_size=S, num_segments=K, num_steps=T, modalities=modalities)
+    batch = {m: v for m, v in make_batch().items() if m in modalities}
+    logits, per = net(batch)
+    assert logits.shape == (B, 5) and sorted(per) == sorted(modalities)
+    torch.testing.assert_close(logits, sum(per.values()))  # late fusion: the sum of the branches
+    with torch.no_grad():
+        assert net.eval()(batch).shape == (B, 5)
+    with pytest.raises(ValueError, match="num_steps"):
+        BaselineCNN(5, img_size=S, num_segments=K, num_steps=T + 1, modalities=modalities)(make_batch())

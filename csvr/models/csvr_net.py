@@ -6,6 +6,14 @@
     tokens -> transformer -> decoders (fold + skip from each initial map) -> sum over modalities
            -> rrdb -> global average pool -> mean over K -> head (dropout, linear) -> [B, classes]
 
+Auxiliary heads (``aux_heads=True``, ours): per modality, global average pool of its initial map
+(the STM's or the I-stem's output) -> mean over K -> dropout -> linear. In training mode the net
+then returns ``(logits, {modality: aux_logits})`` so the LightningModule can add a loss per
+modality (``aux_weight``): the motion streams get a gradient of their own instead of the ~2% of
+the gradient norm that reaches them through the fused path. In eval mode it returns logits only
+(the public contract). ``late_fusion=True`` also adds the per-modality logits to the fused
+logits (train and eval), a late fusion beside the paper's fused path.
+
 Variants (``VARIANTS``). From the paper: base = 64 filters, ViT depth 12 / 12 heads; L = 96
 filters, depth 16. Ours: the embedding width D = 768 for base and L (ViT-Base; the paper does
 not state D), L's 12 heads, the whole ``tiny`` variant (for CPU and tests), the RRDB growth
@@ -79,6 +87,11 @@ class CSVRNet(nn.Module):
         learn_tau: bool = False,
         surrogate: str = "atan",
         detach_reset: bool = False,
+        stm_norm: str = "shared",
+        v_threshold: float = 1.0,
+        decay_input: bool = True,
+        aux_heads: bool = False,
+        late_fusion: bool = False,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -103,8 +116,11 @@ class CSVRNet(nn.Module):
         self.modalities = [m for m in MODALITIES if m in modalities]  # canonical order
         self.config = cfg
 
+        if late_fusion and not aux_heads:
+            raise ValueError("CSVRNet: late_fusion=True needs aux_heads=True (it adds their logits)")
         stm = dict(channels=c, temporal=temporal, tau=tau, learn_threshold=learn_threshold,
-                   learn_tau=learn_tau, surrogate=surrogate, detach_reset=detach_reset)
+                   learn_tau=learn_tau, surrogate=surrogate, detach_reset=detach_reset,
+                   norm=stm_norm, v_threshold=v_threshold, decay_input=decay_input)
         self.iframe_stem = IFrameStem(c) if "iframe" in self.modalities else None
         self.stm_mv = SpikingTemporalModulator(2, **stm) if "mv" in self.modalities else None
         self.stm_residual = (
@@ -118,6 +134,11 @@ class CSVRNet(nn.Module):
         self.decoders = nn.ModuleDict({m: ModalityDecoder(d, c, p) for m in self.modalities})
         self.rrdb = RRDB(c, cfg["rrdb_growth"])
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(c, num_classes))
+        self.late_fusion = late_fusion
+        self.aux_heads = (
+            nn.ModuleDict({m: nn.Sequential(nn.Dropout(head_dropout), nn.Linear(c, num_classes))
+                           for m in self.modalities}) if aux_heads else None
+        )
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of (trainable) parameters."""
@@ -158,8 +179,9 @@ class CSVRNet(nn.Module):
             raise ValueError(f"CSVRNet: modalities disagree on the batch size: {sorted(sizes)}")
         return maps, sizes.pop()
 
-    def forward(self, batch: Any) -> torch.Tensor:
-        """batch with iframe [B,K,3,H,W] / mv [B,K,T,2,H,W] / residual [B,K,T,3,H,W] -> [B, classes]."""
+    def forward(self, batch: Any) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """batch with iframe [B,K,3,H,W] / mv [B,K,T,2,H,W] / residual [B,K,T,3,H,W] -> [B, classes]
+        (with ``aux_heads`` in training mode: ``(logits, {modality: [B, classes]})``)."""
         functional.reset_net(self)
         maps, b = self._initial_maps(batch)
         k = self.num_segments
@@ -172,7 +194,14 @@ class CSVRNet(nn.Module):
             for i, m in enumerate(self.modalities)
         )
         feats = self.rrdb(fused).mean((2, 3))  # [B*K, C]
-        return self.head(feats.view(b, k, -1).mean(1))
+        logits = self.head(feats.view(b, k, -1).mean(1))
+        if self.aux_heads is None:
+            return logits
+        aux = {m: self.aux_heads[m](maps[m].mean((2, 3)).view(b, k, -1).mean(1))
+               for m in self.modalities}
+        if self.late_fusion:
+            logits = logits + sum(aux.values())
+        return (logits, aux) if self.training else logits
 
 
 def _get(batch: Any, name: str) -> torch.Tensor:

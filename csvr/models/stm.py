@@ -12,6 +12,13 @@ with strides 2, 2, 1, so the output map is [B, C, H/4, W/4] like the I-frame ste
   activations on and the output is the mean over T of layer 3's pre-activation (BN output), the
   counterpart of the LIF's analog potential.
 
+Normalisation (``norm``): ``"shared"`` is one BatchNorm2d whose statistics pool all T steps
+(the paper's conv -> BN); ``"step"`` (``TemporalBatchNorm2d``) keeps statistics and affine
+parameters per time step. Accumulated motion vectors grow with the step (on the real UCF slice
+the MV std is 0.04 / 0.12 / 0.18 / 0.23 over T = 4 steps), so with pooled statistics step 0
+barely reaches a threshold; per-step statistics put every step on the same footing. The
+option applies to all three temporal kinds, so the ablation compares like with like.
+
 Each spiking layer is ``stm.layers[i]`` with ``.conv``, ``.bn`` and ``.neuron``; the neuron is a
 module whose forward output is the spike tensor [T, B, C, h, w] (hooks see it). Layer 3's
 spikes feed no synapse: the STM reads (and then clears) that neuron's ``v_pre_seq``, so the
@@ -27,7 +34,56 @@ from torch import nn
 from csvr.models.lif import ThresholdLIFNode, make_surrogate
 
 TEMPORAL = ("lif", "convgru", "conv")
+NORMS = ("shared", "step")
 STRIDES = (2, 2, 1)
+MAX_STEPS = 12  # a GOP of 12 frames has at most 11 P-frames
+
+
+class TemporalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm with statistics and affine parameters per time step.
+
+    Input [T*B, C, H, W] folded T-major (step t at rows t*B .. t*B+B-1), T = ``self.steps``
+    (set by the STM before each forward). Step t of channel c has its own mean, variance,
+    weight and bias: buffers and parameters have max_steps*C entries, the first T*C are used.
+    Equal to T separate ``BatchNorm2d``s, one per step (tested). Input and output keep the
+    [T*B, ...] layout, so counting code that follows conv -> BN -> neuron still sees the link.
+    """
+
+    def __init__(self, channels: int, max_steps: int = MAX_STEPS, **kw: object) -> None:
+        super().__init__(channels * max_steps, **kw)
+        self.channels, self.max_steps = channels, max_steps
+        self.steps = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, c = self.steps, self.channels
+        if t > self.max_steps or x.shape[0] % t or x.shape[1] != c:
+            raise ValueError(
+                f"TemporalBatchNorm2d({c} channels, {self.max_steps} steps) got input "
+                f"{tuple(x.shape)} for T={t}: T must be <= {self.max_steps} (lower data.num_p or "
+                "build the STM with stm_norm: shared)"
+            )
+        n, y = t * c, x.view(t, -1, c, *x.shape[2:])  # [T, B, C, H, W]
+        if self.training or self.running_mean is None:
+            mean, var = y.mean((1, 3, 4)), y.var((1, 3, 4), unbiased=False)  # [T, C]
+            if self.training and self.running_mean is not None:
+                with torch.no_grad():
+                    self.num_batches_tracked.add_(1)
+                    m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                    count = y.numel() / n
+                    unbiased = var * count / max(count - 1.0, 1.0)
+                    self.running_mean[:n].mul_(1 - m).add_(mean.flatten(), alpha=m)
+                    self.running_var[:n].mul_(1 - m).add_(unbiased.flatten(), alpha=m)
+        else:
+            mean, var = self.running_mean[:n].view(t, c), self.running_var[:n].view(t, c)
+        shape = (t, 1, c, 1, 1)
+        y = (y - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight[:n].view(shape) + self.bias[:n].view(shape)
+        return y.view_as(x)
+
+
+def _norm(kind: str, channels: int) -> nn.BatchNorm2d:
+    return TemporalBatchNorm2d(channels) if kind == "step" else nn.BatchNorm2d(channels)
 
 
 def _per_frame(module: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
@@ -36,30 +92,37 @@ def _per_frame(module: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, x_seq.shape[:2])
 
 
+def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x_seq: torch.Tensor) -> torch.Tensor:
+    """conv -> BN per frame: [T, B, C_in, H, W] -> [T, B, C, h, w] (T folded into the batch)."""
+    if isinstance(bn, TemporalBatchNorm2d):
+        bn.steps = x_seq.shape[0]
+    return _per_frame(lambda x: bn(conv(x)), x_seq)
+
+
 class SpikingConvLayer(nn.Module):
     """conv3x3 -> BN -> ThresholdLIFNode on [T, B, C_in, H, W] -> spikes [T, B, C, H/s, W/s]."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, **lif: object) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str = "shared", **lif: object) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
+        self.bn = _norm(norm, out_ch)
         self.neuron = ThresholdLIFNode(out_ch, **lif)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.neuron(_per_frame(lambda x: self.bn(self.conv(x)), x_seq))
+        return self.neuron(_conv_bn(self.conv, self.bn, x_seq))
 
 
 class ConvLayer(nn.Module):
     """conv3x3 -> BN (-> ReLU) per frame, no state: [T, B, C_in, H, W] -> [T, B, C, H/s, W/s]."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, act: bool = True) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, act: bool = True, norm: str = "shared") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
+        self.bn = _norm(norm, out_ch)
         self.act = act
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        y = _per_frame(lambda x: self.bn(self.conv(x)), x_seq)
+        y = _conv_bn(self.conv, self.bn, x_seq)
         return F.relu(y) if self.act else y
 
 
@@ -70,14 +133,14 @@ class ConvGRULayer(nn.Module):
     candidate), from the hidden state through a conv3x3; h0 = 0.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str = "shared") -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, 3 * out_ch, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(3 * out_ch)
+        self.bn = _norm(norm, 3 * out_ch)
         self.conv_h = nn.Conv2d(out_ch, 3 * out_ch, 3, 1, 1)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        gx = _per_frame(lambda x: self.bn(self.conv(x)), x_seq)
+        gx = _conv_bn(self.conv, self.bn, x_seq)
         h = gx.new_zeros(gx.shape[1], gx.shape[2] // 3, *gx.shape[3:])
         hs = []
         for g in gx:
@@ -107,24 +170,31 @@ class SpikingTemporalModulator(nn.Module):
         learn_tau: bool = False,
         surrogate: str = "atan",
         detach_reset: bool = False,
+        norm: str = "shared",
+        v_threshold: float = 1.0,
+        decay_input: bool = True,
     ) -> None:
         super().__init__()
         if temporal not in TEMPORAL:
             raise ValueError(f"unknown temporal {temporal!r}; choose one of {TEMPORAL}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown STM norm {norm!r}; choose one of {NORMS}")
         self.temporal = temporal
         chans = [in_ch, channels, channels, channels]
         layers: list[nn.Module] = []
         for i, stride in enumerate(STRIDES):
             if temporal == "lif":
                 layer = SpikingConvLayer(
-                    chans[i], chans[i + 1], stride, tau=tau, learn_threshold=learn_threshold,
-                    learn_tau=learn_tau, surrogate_function=make_surrogate(surrogate),
-                    detach_reset=detach_reset, store_v_pre_seq=i == len(STRIDES) - 1,
+                    chans[i], chans[i + 1], stride, norm=norm, tau=tau,
+                    learn_threshold=learn_threshold, learn_tau=learn_tau,
+                    surrogate_function=make_surrogate(surrogate), detach_reset=detach_reset,
+                    store_v_pre_seq=i == len(STRIDES) - 1, v_threshold=v_threshold,
+                    decay_input=decay_input,
                 )
             elif temporal == "convgru":
-                layer = ConvGRULayer(chans[i], chans[i + 1], stride)
+                layer = ConvGRULayer(chans[i], chans[i + 1], stride, norm=norm)
             else:
-                layer = ConvLayer(chans[i], chans[i + 1], stride, act=i < len(STRIDES) - 1)
+                layer = ConvLayer(chans[i], chans[i + 1], stride, act=i < len(STRIDES) - 1, norm=norm)
             layers.append(layer)
         self.layers = nn.ModuleList(layers)
 
