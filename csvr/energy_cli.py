@@ -93,10 +93,10 @@ def energy_batches(datamodule: Any, net: torch.nn.Module, num_batches: int) -> t
 
 def measure_videos(net: torch.nn.Module, batches: list[dict], memory: bool = True) -> EnergyReport:
     """Energy per video: every view of every video, one inference (K segments) at a time."""
-    from csvr.lit_module import fold_views
+    from csvr.data.batch import STREAMS as streams
+    from csvr.data.batch import fold_views
 
     k, chunks, videos = int(net.num_segments), [], 0
-    streams = ("iframe", "mv", "residual")
     for batch in batches:
         folded, _ = fold_views(batch, k)
         videos += int(batch["label"].shape[0])
@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
-    from csvr.cli import load_config_objects
+    from csvr.lightning_cli import load_config_objects
 
     console = Console() if sys.stdout.isatty() else Console(width=150)  # no wrapping in logs
     module, datamodule = load_config_objects(args.config, overrides)

@@ -1,10 +1,12 @@
 """`csvr experiment noise`: accuracy of the tiny model vs the rate of spurious background motion.
 
 For every seed, noise level and temporal module (lif | convgru | conv) the same config
-(`configs/noise.yaml`, built by `csvr.cli.load_config_objects` exactly as `csvr fit` would)
-is trained with `data.init_args.noise_rate=<level>` (train and test both noisy) and
-`model.net.init_args.temporal=<module>`, the same seed and the same budget, then tested
-(top-1 on the synthetic test split). On one test batch it also measures the activity of
+(`configs/noise.yaml`) is built by the same LightningCLI as `csvr fit` (`csvr.lightning_cli`)
+with `--data.init_args.noise_rate=<level>` (train and test both noisy),
+`--model.net.init_args.temporal=<module>` and `--seed_everything=<seed>` (the same budget for
+every run: the config's `trainer:`), trained, then tested (top-1 on the synthetic test split).
+The experiment adds only `RUN_TRAINER` (no validation, no checkpoints, a CSV log per run in
+--out/logs/<run>/ beside the run's config.yaml). On one test batch it also measures the activity of
 each STM's first layer (LIF: spike rate; conv: mean ReLU output; convgru: mean |hidden
 state|) in three regions, found by comparing the noisy batch with the clean one:
 
@@ -33,31 +35,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-TEMPORAL = ("lif", "convgru", "conv")
+from csvr.models.stm import TEMPORAL
+
 REGIONS = ("noise_events", "clean_background", "foreground")
-STREAMS = {"mv": "stm_mv", "residual": "stm_residual"}
-# trainer settings read from the config's `trainer:` section (everything else is ours)
-TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_test_batches",
-                "gradient_clip_val", "accumulate_grad_batches", "precision", "log_every_n_steps")
+PASS_THROUGH = ("--model.", "--data.", "--trainer.", "--seed_everything")  # config overrides
 QUICK_LEVELS = (0.0, 0.4)
-QUICK_DATA = ("--data.init_args.num_classes=3", "--data.init_args.videos_per_class=4",
-              "--data.init_args.batch_size=4", "--data.init_args.img_size=32", "--data.init_args.num_p=2",
-              "--data.init_args.num_workers=0", "--data.init_args.prepare_workers=1")
-QUICK_TRAINER = {"max_epochs": 1, "max_steps": 2, "limit_test_batches": 1, "log_every_n_steps": 1}
+QUICK = ("--data.init_args.num_classes=3", "--data.init_args.videos_per_class=4",
+         "--data.init_args.batch_size=4", "--data.init_args.img_size=32", "--data.init_args.num_p=2",
+         "--data.init_args.num_workers=0", "--data.init_args.prepare_workers=1",
+         "--trainer.max_epochs=1", "--trainer.max_steps=2", "--trainer.limit_test_batches=1",
+         "--trainer.log_every_n_steps=1")
 
 
-def trainer_settings(config_paths: list[str]) -> dict[str, Any]:
-    """The budget keys (`TRAINER_KEYS`) of the configs' `trainer:` sections (later wins)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for p in config_paths:
-        path = Path(p)
-        if not path.is_file():
-            raise FileNotFoundError(f"config {path} not found (e.g. --config configs/noise.yaml)")
-        trainer = (yaml.safe_load(path.read_text()) or {}).get("trainer") or {}
-        out.update({k: v for k, v in trainer.items() if k in TRAINER_KEYS and v is not None})
-    return out
+def run_trainer(out: Path, name: str) -> list[str]:
+    """What the experiment changes in every run's trainer: train, then test; no validation,
+    no checkpoints, no bars; a CSV log (and the run's config.yaml) in `out/logs/<name>/`."""
+    return ["--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={out}",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
+            "--trainer.logger.init_args.name=logs", f"--trainer.logger.init_args.version={name}"]
 
 
 # ---------------------------------------------------------------------------- regions
@@ -90,17 +87,13 @@ def _to_layer(mask: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Ten
 def layer1_activity(net: torch.nn.Module, batch: dict[str, Any], masks: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
     """stream -> region -> mean |output| of the STM's first layer (the LIF spike rate) over
     the region's pixel-frames and channels (None where the region is empty)."""
-    from csvr.lit_module import fold_views
+    from csvr.data.batch import fold_views
 
     k = int(net.num_segments)
     folded, _ = fold_views(batch, k)
     seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for stream, attr in STREAMS.items():
-        stm = getattr(net, attr, None)
-        if stm is not None:
-            hooks.append(stm.layers[0].register_forward_hook(
-                lambda mod, args, out, s=stream: seen.__setitem__(s, out.detach().abs())))
+    hooks = [stm.layers[0].register_forward_hook(lambda mod, args, out, s=stream: seen.__setitem__(s, out.detach().abs()))
+             for stream, stm in net.stms().items()]
     was_training = net.training
     net.eval()
     try:
@@ -130,23 +123,19 @@ def first_test_batch(datamodule) -> dict[str, Any]:
 
 
 def run_point(config: list[str], level: float, temporal: str, seed: int, overrides: list[str],
-              trainer_kw: dict[str, Any], out: Path, clean_batch: dict[str, Any] | None) -> dict[str, Any]:
-    """Train and test one (noise level, temporal module, seed); returns its record."""
+              out: Path, clean_batch: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train and test one (noise level, temporal module, seed); returns its record and the
+    run's trainer settings (as parsed from the config and overrides)."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
-    from csvr.cli import load_config_objects
+    from csvr.lightning_cli import instantiate
 
-    args = [*overrides, f"--model.net.init_args.temporal={temporal}",
-            f"--data.init_args.noise_rate={level}", f"--seed_everything={seed}"]
-    model, dm = load_config_objects(config, args)
-    L.seed_everything(seed, verbose=False)  # the same shuffles for every module
     name = f"{temporal}_noise{level:g}_seed{seed}"
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=CSVLogger(out, name="logs", version=name),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, **trainer_kw,
-    )
+    cli = instantiate(config, [*overrides, f"--model.net.init_args.temporal={temporal}",
+                               f"--data.init_args.noise_rate={level}", f"--seed_everything={seed}",
+                               *run_trainer(out, name)])
+    model, dm, trainer = cli.model, cli.datamodule, cli.trainer
+    L.seed_everything(seed, verbose=False)  # the same shuffles for every module
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - start
@@ -163,7 +152,9 @@ def run_point(config: list[str], level: float, temporal: str, seed: int, overrid
         masks = region_masks(noisy["mv"], clean_batch["mv"])
         record["region_pixels"] = {r: int(m.sum()) for r, m in masks.items()}
         record["layer1_activity"] = layer1_activity(model.net, noisy, masks)
-    return record
+    settings = {k: v for k, v in cli.config.trainer.items()
+                if isinstance(v, (int, float, str, bool)) and "." not in k and k != "default_root_dir"}
+    return record, settings
 
 
 # ---------------------------------------------------------------------------- reports
@@ -254,8 +245,8 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`csvr experiment noise --config configs/noise.yaml`: test top-1 vs spurious-motion
-    rate for the LIF, ConvGRU and conv STMs (extra `--model...`/`--data...` arguments are
-    passed to the config as overrides)."""
+    rate for the LIF, ConvGRU and conv STMs (extra `--model.*`, `--data.*`, `--trainer.*`
+    arguments are passed to the config as overrides, as `csvr fit` takes them)."""
     ap = argparse.ArgumentParser(prog="csvr experiment", description=main.__doc__)
     ap.add_argument("experiment", choices=("noise",), help="which experiment")
     ap.add_argument("--config", action="append", default=None, help="fit config(s) (default configs/noise.yaml)")
@@ -268,9 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 levels, a tiny dataset and 2 steps per run (tests)")
     ap.add_argument("--no-activity", action="store_true", help="skip the per-region STM activity")
     a, overrides = ap.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith(("--model.", "--data.", "--seed_everything"))]
+    bad = [o for o in overrides if o.startswith("-") and not o.startswith(PASS_THROUGH)]
     if bad:
-        ap.error(f"unknown arguments {bad} (only --model.* / --data.* config overrides pass through)")
+        ap.error(f"unknown arguments {bad} (only --model.* / --data.* / --trainer.* config overrides pass through)")
+    for path in a.config or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config {path} not found (e.g. --config configs/noise.yaml)")
 
     threads = torch.get_num_threads()
     if a.threads:
@@ -287,24 +281,22 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
     _quiet()
     console = Console()
     config = a.config or ["configs/noise.yaml"]
-    trainer_kw = trainer_settings(config)
     levels = a.levels or ([*QUICK_LEVELS] if a.quick else [0.0, 0.05, 0.1, 0.2, 0.4])
     if any(not 0.0 <= lev <= 1.0 for lev in levels):
         ap.error(f"noise levels must be in [0, 1], got {levels}")
     if a.quick:
-        overrides = [*QUICK_DATA, *overrides]
-        trainer_kw.update(QUICK_TRAINER)
+        overrides = [*QUICK, *overrides]
     if a.max_epochs is not None:
-        trainer_kw["max_epochs"] = a.max_epochs
+        overrides = [*overrides, f"--trainer.max_epochs={a.max_epochs}"]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"config": config, "overrides": overrides, "trainer": trainer_kw, "levels": levels,
-            "temporal": a.temporal, "seeds": a.seeds, "quick": a.quick,
-            "activity": "STM layer-1 mean |output| per region (LIF: spike rate)"}
+    meta: dict[str, Any] = {"config": config, "overrides": overrides, "trainer": None, "levels": levels,
+                            "temporal": a.temporal, "seeds": a.seeds, "quick": a.quick,
+                            "activity": "STM layer-1 mean |output| per region (LIF: spike rate)"}
 
     clean_batch = None
     if not a.no_activity:
-        from csvr.cli import load_config_objects
+        from csvr.lightning_cli import load_config_objects
 
         _, clean_dm = load_config_objects(config, [*overrides, "--data.init_args.noise_rate=0.0"])
         clean_batch = first_test_batch(clean_dm)
@@ -316,7 +308,7 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
             for temporal in a.temporal:
                 i = len(runs) + 1
                 console.print(f"[bold][{i}/{total}][/] temporal={temporal} noise={level:g} seed={seed} ...")
-                rec = run_point(config, level, temporal, seed, overrides, trainer_kw, out, clean_batch)
+                rec, meta["trainer"] = run_point(config, level, temporal, seed, overrides, out, clean_batch)
                 runs.append(rec)
                 write_results(out, meta, runs)
                 act = rec.get("layer1_activity", {}).get("mv", {})
