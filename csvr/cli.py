@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # subcommand -> "module:function" taking argv and returning an exit status
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -59,7 +59,7 @@ def _load(target: str) -> Callable[[list[str]], int]:
 
 
 def _usage() -> str:
-    lines = ["usage: csvr {fit,validate,test,predict,%s} ..." % ",".join(SUBCOMMANDS), ""]
+    lines = [f"usage: csvr {{{','.join([*LIGHTNING_SUBCOMMANDS, *SUBCOMMANDS])}}} ...", ""]
     lines.append("Lightning subcommands (csvr fit --help for every option):")
     for s in LIGHTNING_SUBCOMMANDS:
         lines.append(f"  {s:14s} {s} a model from a YAML config (--config configs/*.yaml)")

@@ -131,9 +131,8 @@ class CSVRCLI(LightningCLI):
         # WandbLogger saves under "." by default: keep the run inside default_root_dir.
         loggers = cfg.trainer.logger
         for lg in loggers if isinstance(loggers, list) else [loggers]:
-            if getattr(lg, "class_path", "").endswith("WandbLogger"):
-                if lg.init_args.get("save_dir") in (None, "."):
-                    lg.init_args["save_dir"] = root
+            if getattr(lg, "class_path", "").endswith("WandbLogger") and lg.init_args.get("save_dir") in (None, "."):
+                lg.init_args["save_dir"] = root
 
     def instantiate_trainer(self, **kwargs: Any):
         """As LightningCLI's, except that `--trainer.enable_checkpointing false` also drops the

@@ -1,4 +1,4 @@
-"""The training system end to end: every config fits, resume, W&B offline files, test metrics,
+"""The training system end to end (every config: tests/test_configs.py): resume, W&B offline files, test metrics,
 predict on a raw video, bad configs, corrupt videos, NaN losses. Real Lightning, real
 SpikingJelly, real MPEG-4 files; W&B offline (never the network)."""
 
@@ -13,38 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from csvr.cli import main
 from csvr.lit_module import fold_views, warmup_cosine
-from tests.conftest import REPO, SHARED, SYNTH_ARGS, TINY_ARGS, free_port, synthetic_args
-
-CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
-
-
-def _data_args(config: str, tiny_synthetic: Path, request: pytest.FixtureRequest) -> list[str]:
-    data_class = yaml.safe_load((REPO / "configs" / config).read_text())["data"]["class_path"]
-    if data_class.endswith("SyntheticMotionDataModule"):
-        return [f"--data.root={tiny_synthetic}", *SYNTH_ARGS]
-    if data_class.endswith("UCF101DataModule"):
-        root, lists = request.getfixturevalue("ucf_mini")
-    elif data_class.endswith("HMDB51DataModule"):
-        root, lists = request.getfixturevalue("hmdb_tiny")
-    else:
-        raise AssertionError(f"{config}: no test data for {data_class}")
-    return [f"--data.root={root}", f"--data.split_dir={lists}", "--data.test_segments=6"]
-
-
-def test_configs_are_listed() -> None:
-    assert {"synthetic.yaml", "ucf101.yaml", "ucf101_L.yaml", "hmdb51.yaml"} <= set(CONFIGS)
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_every_config_fits(config: str, tiny_synthetic: Path, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """The real config file, shrunk to CPU/tiny by overrides, runs a fast_dev_run fit."""
-    args = ["fit", "--config", str(REPO / "configs" / config), *_data_args(config, tiny_synthetic, request)]
-    args += [*TINY_ARGS, "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}"]
-    assert main(args) == 0
+from tests.conftest import REPO, SHARED, TINY_ARGS, free_port, synthetic_args
 
 
 def _ckpt_state(path: Path) -> dict[str, torch.Tensor]:

@@ -40,21 +40,36 @@ from csvr.models.stm import TEMPORAL
 REGIONS = ("noise_events", "clean_background", "foreground")
 PASS_THROUGH = ("--model.", "--data.", "--trainer.", "--seed_everything")  # config overrides
 QUICK_LEVELS = (0.0, 0.4)
-QUICK = ("--data.init_args.num_classes=3", "--data.init_args.videos_per_class=4",
-         "--data.init_args.batch_size=4", "--data.init_args.img_size=32", "--data.init_args.num_p=2",
-         "--data.init_args.num_workers=0", "--data.init_args.prepare_workers=1",
-         "--trainer.max_epochs=1", "--trainer.max_steps=2", "--trainer.limit_test_batches=1",
-         "--trainer.log_every_n_steps=1")
+QUICK = (
+    "--data.init_args.num_classes=3",
+    "--data.init_args.videos_per_class=4",
+    "--data.init_args.batch_size=4",
+    "--data.init_args.img_size=32",
+    "--data.init_args.num_p=2",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.prepare_workers=1",
+    "--trainer.max_epochs=1",
+    "--trainer.max_steps=2",
+    "--trainer.limit_test_batches=1",
+    "--trainer.log_every_n_steps=1",
+)
 
 
 def run_trainer(out: Path, name: str) -> list[str]:
     """What the experiment changes in every run's trainer: train, then test; no validation,
     no checkpoints, no bars; a CSV log (and the run's config.yaml) in `out/logs/<name>/`."""
-    return ["--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-            "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={out}",
-            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
-            "--trainer.logger.init_args.name=logs", f"--trainer.logger.init_args.version={name}"]
+    return [
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={out}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={out}",
+        "--trainer.logger.init_args.name=logs",
+        f"--trainer.logger.init_args.version={name}",
+    ]
 
 
 # ---------------------------------------------------------------------------- regions
@@ -84,7 +99,9 @@ def _to_layer(mask: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Ten
 
 
 @torch.no_grad()
-def layer1_activity(net: torch.nn.Module, batch: dict[str, Any], masks: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
+def layer1_activity(
+    net: torch.nn.Module, batch: dict[str, Any], masks: dict[str, torch.Tensor]
+) -> dict[str, dict[str, float | None]]:
     """stream -> region -> mean |output| of the STM's first layer (the LIF spike rate) over
     the region's pixel-frames and channels (None where the region is empty)."""
     from csvr.data.batch import fold_views
@@ -92,8 +109,10 @@ def layer1_activity(net: torch.nn.Module, batch: dict[str, Any], masks: dict[str
     k = int(net.num_segments)
     folded, _ = fold_views(batch, k)
     seen: dict[str, torch.Tensor] = {}
-    hooks = [stm.layers[0].register_forward_hook(lambda mod, args, out, s=stream: seen.__setitem__(s, out.detach().abs()))
-             for stream, stm in net.stms().items()]
+    hooks = [
+        stm.layers[0].register_forward_hook(lambda mod, args, out, s=stream: seen.__setitem__(s, out.detach().abs()))
+        for stream, stm in net.stms().items()  # CSVRNet names its STMs; a net without any has none
+    ]
     was_training = net.training
     net.eval()
     try:
@@ -122,8 +141,15 @@ def first_test_batch(datamodule) -> dict[str, Any]:
     return next(iter(datamodule.test_dataloader()))
 
 
-def run_point(config: list[str], level: float, temporal: str, seed: int, overrides: list[str],
-              out: Path, clean_batch: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_point(
+    config: list[str],
+    level: float,
+    temporal: str,
+    seed: int,
+    overrides: list[str],
+    out: Path,
+    clean_batch: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train and test one (noise level, temporal module, seed); returns its record and the
     run's trainer settings (as parsed from the config and overrides)."""
     import lightning as L
@@ -131,9 +157,16 @@ def run_point(config: list[str], level: float, temporal: str, seed: int, overrid
     from csvr.lightning_cli import instantiate
 
     name = f"{temporal}_noise{level:g}_seed{seed}"
-    cli = instantiate(config, [*overrides, f"--model.net.init_args.temporal={temporal}",
-                               f"--data.init_args.noise_rate={level}", f"--seed_everything={seed}",
-                               *run_trainer(out, name)])
+    cli = instantiate(
+        config,
+        [
+            *overrides,
+            f"--model.net.init_args.temporal={temporal}",
+            f"--data.init_args.noise_rate={level}",
+            f"--seed_everything={seed}",
+            *run_trainer(out, name),
+        ],
+    )
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
     L.seed_everything(seed, verbose=False)  # the same shuffles for every module
     start = time.perf_counter()
@@ -141,9 +174,13 @@ def run_point(config: list[str], level: float, temporal: str, seed: int, overrid
     seconds = time.perf_counter() - start
     metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
     record: dict[str, Any] = {
-        "level": level, "temporal": temporal, "seed": seed,
-        "test_acc": float(metrics["test/acc"]), "test_loss": float(metrics["test/loss"]),
-        "train_seconds": round(seconds, 1), "steps": int(trainer.global_step),
+        "level": level,
+        "temporal": temporal,
+        "seed": seed,
+        "test_acc": float(metrics["test/acc"]),
+        "test_loss": float(metrics["test/loss"]),
+        "train_seconds": round(seconds, 1),
+        "steps": int(trainer.global_step),
     }
     if clean_batch is not None:
         noisy = first_test_batch(dm)
@@ -152,8 +189,11 @@ def run_point(config: list[str], level: float, temporal: str, seed: int, overrid
         masks = region_masks(noisy["mv"], clean_batch["mv"])
         record["region_pixels"] = {r: int(m.sum()) for r, m in masks.items()}
         record["layer1_activity"] = layer1_activity(model.net, noisy, masks)
-    settings = {k: v for k, v in cli.config.trainer.items()
-                if isinstance(v, (int, float, str, bool)) and "." not in k and k != "default_root_dir"}
+    settings = {
+        k: v
+        for k, v in cli.config.trainer.items()
+        if isinstance(v, (int, float, str, bool)) and "." not in k and k != "default_root_dir"
+    }
     return record, settings
 
 
@@ -163,34 +203,49 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in sorted(runs, key=lambda r: r["level"]):
         out.setdefault(f"{r['level']:g}", {}).setdefault(r["temporal"], []).append(r["test_acc"])  # type: ignore[arg-type]
-    for lev, mods in out.items():
+    for mods in out.values():
         for t, accs in mods.items():
-            mods[t] = {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                       "n": len(accs)}
+            mods[t] = {
+                "mean": statistics.fmean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "n": len(accs),
+            }
     return out
 
 
 def markdown(runs: list[dict[str, Any]], temporal: list[str]) -> str:
     summary = summarise(runs)
-    lines = ["Test top-1 on the synthetic motion set (mean ± std over seeds where n > 1).", "",
-             "| noise rate | " + " | ".join(temporal) + " |", "|---|" + "---|" * len(temporal)]
+    lines = [
+        "Test top-1 on the synthetic motion set (mean ± std over seeds where n > 1).",
+        "",
+        "| noise rate | " + " | ".join(temporal) + " |",
+        "|---|" + "---|" * len(temporal),
+    ]
     for lev, mods in summary.items():
         cells = []
         for t in temporal:
             s = mods.get(t)
-            cells.append("" if s is None else f"{s['mean']:.3f}" + (f" ± {s['std']:.3f} (n={s['n']})" if s["n"] > 1 else ""))
+            spread = f" ± {s['std']:.3f} (n={s['n']})" if s is not None and s["n"] > 1 else ""
+            cells.append("" if s is None else f"{s['mean']:.3f}{spread}")
         lines.append(f"| {lev} | " + " | ".join(cells) + " |")
     act = sorted((r for r in runs if "layer1_activity" in r), key=lambda r: r["level"])
     if act:
-        lines += ["", "STM first-layer activity on one test batch (LIF: spike rate; conv: mean ReLU output; "
-                  "convgru: mean |hidden|), per region:", "",
-                  "| noise rate | module | stream | " + " | ".join(REGIONS) + " | noise/clean | noise/foreground |",
-                  "|" + "---|" * (5 + len(REGIONS))]
+        lines += [
+            "",
+            "STM first-layer activity on one test batch (LIF: spike rate; conv: mean ReLU output; "
+            "convgru: mean |hidden|), per region:",
+            "",
+            "| noise rate | module | stream | " + " | ".join(REGIONS) + " | noise/clean | noise/foreground |",
+            "|" + "---|" * (5 + len(REGIONS)),
+        ]
         for r in act:
             for stream, vals in r["layer1_activity"].items():
                 cells = ["–" if vals[g] is None else f"{vals[g]:.4f}" for g in REGIONS]
                 ne = vals["noise_events"]
-                ratios = ["–" if ne is None or not vals[g] else f"{ne / vals[g]:.2f}" for g in ("clean_background", "foreground")]
+                ratios = [
+                    "–" if ne is None or not vals[g] else f"{ne / vals[g]:.2f}"
+                    for g in ("clean_background", "foreground")
+                ]
                 lines.append(f"| {r['level']:g} | {r['temporal']} | {stream} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines) + "\n"
 
@@ -207,8 +262,14 @@ def plot(runs: list[dict[str, Any]], temporal: list[str], out: Path) -> Path:
         pts = [(float(lev), m[t]) for lev, m in summary.items() if t in m]
         if pts:
             pts.sort()
-            ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts],
-                        marker="o", capsize=3, label=t)
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1]["mean"] for p in pts],
+                yerr=[p[1]["std"] for p in pts],
+                marker="o",
+                capsize=3,
+                label=t,
+            )
     ax.set_xlabel("spurious motion rate (fraction of 16x16 blocks per GOP)")
     ax.set_ylabel("test top-1")
     ax.set_ylim(0, 1.02)
@@ -290,9 +351,16 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
         overrides = [*overrides, f"--trainer.max_epochs={a.max_epochs}"]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"config": config, "overrides": overrides, "trainer": None, "levels": levels,
-                            "temporal": a.temporal, "seeds": a.seeds, "quick": a.quick,
-                            "activity": "STM layer-1 mean |output| per region (LIF: spike rate)"}
+    meta: dict[str, Any] = {
+        "config": config,
+        "overrides": overrides,
+        "trainer": None,
+        "levels": levels,
+        "temporal": a.temporal,
+        "seeds": a.seeds,
+        "quick": a.quick,
+        "activity": "STM layer-1 mean |output| per region (LIF: spike rate)",
+    }
 
     clean_batch = None
     if not a.no_activity:
@@ -312,11 +380,17 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
                 runs.append(rec)
                 write_results(out, meta, runs)
                 act = rec.get("layer1_activity", {}).get("mv", {})
-                extra = "" if not act else "  mv layer-1 activity noise/clean/fg: " + "/".join(
-                    "–" if act[g] is None else f"{act[g]:.3f}" for g in REGIONS)
+                extra = (
+                    ""
+                    if not act
+                    else "  mv layer-1 activity noise/clean/fg: "
+                    + "/".join("–" if act[g] is None else f"{act[g]:.3f}" for g in REGIONS)
+                )
                 eta = (time.perf_counter() - started) / i * (total - i)
-                console.print(f"    test top-1 [bold]{rec['test_acc']:.3f}[/] (train {rec['train_seconds']:.0f} s, "
-                              f"{rec['steps']} steps){extra}; about {eta / 60:.0f} min left")
+                console.print(
+                    f"    test top-1 [bold]{rec['test_acc']:.3f}[/] (train {rec['train_seconds']:.0f} s, "
+                    f"{rec['steps']} steps){extra}; about {eta / 60:.0f} min left"
+                )
     console.print(markdown(runs, a.temporal))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'noise_robustness.png'}")
     return 0 if all(math.isfinite(r["test_acc"]) for r in runs) else 1
