@@ -46,11 +46,6 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_MARK}")
 
 
-def is_temp_file(path: str | os.PathLike) -> bool:
-    """True for a leftover temp file of `encode_video` (e.g. from a killed run)."""
-    return Path(path).name.endswith(TMP_MARK)
-
-
 def open_encoder(container: av.container.OutputContainer, *, width: int, height: int,
                  gop_size: int, qscale: int, fps: int) -> av.video.stream.VideoStream:
     """Add an MPEG-4 Part 2 stream with fixed qscale, GOP `gop_size`, no B-frames."""

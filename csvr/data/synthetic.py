@@ -19,7 +19,6 @@ Generation is atomic (temp folder, then rename) and cached under
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -290,19 +289,3 @@ def _encode_all(dst: Path, items: list[list], config: SyntheticMotionConfig, pro
             for fut in as_completed(futures):
                 fut.result()
                 bar.advance(task)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`csvr synthetic [DST]`: generate the synthetic motion dataset and print its root."""
-    p = argparse.ArgumentParser(prog="csvr synthetic", description=main.__doc__)
-    p.add_argument("dst", nargs="?", default=None, help="output folder (default: the cache)")
-    p.add_argument("--num-classes", type=int, default=6)
-    p.add_argument("--videos-per-class", type=int, default=40)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--height", type=int, default=96)
-    p.add_argument("--frames", type=int, default=36)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    cfg = SyntheticMotionConfig(a.num_classes, a.videos_per_class, a.frames, a.width, a.height, a.seed)
-    print(generate_synthetic(a.dst, config=cfg))
-    return 0
