@@ -228,12 +228,14 @@ def test_every_config_fits_one_step(config: str, request: pytest.FixtureRequest,
     fit_one_step([config], [], request, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fragment", TRAINER_FRAGMENTS)
 def test_every_trainer_fragment_fits_one_step(fragment: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     # TINY_ARGS pins CPU, 32-bit: the fragment's other keys (and TRAINER_ON_CPU's undoing) apply
     fit_one_step(["synthetic.yaml", f"trainer/{fragment}"], TRAINER_ON_CPU[fragment], request, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fragment", EXPERIMENTS)
 def test_every_experiment_fits_one_step(fragment: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     fit_one_step([EXPERIMENT_BASE, f"experiment/{fragment}"], [], request, tmp_path)

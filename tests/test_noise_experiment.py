@@ -47,6 +47,7 @@ def test_layer1_activity_matches_the_layer_called_directly() -> None:
     assert got["mv"]["first"] == pytest.approx(float(direct[0].abs().mean()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_quick_experiment_end_to_end(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "noise"
