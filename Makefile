@@ -14,14 +14,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.csvr-installed
-export WANDB_MODE ?= offline
-export WANDB_SILENT ?= true
 
-.PHONY: install test demo bench real real-ablation noise lif-response energy clean help
+.PHONY: install lint format test test-quick demo bench real real-ablation noise lif-response energy clean help
 
 help:
 	@echo "make demo   - create .venv, install, train the tiny model on the synthetic dataset (CPU)"
-	@echo "make test   - run the test suite"
+	@echo "make test   - lint, then run the whole test suite (what CI runs)"
+	@echo "make test-quick - the suite without the tests marked slow (pytest -m 'not slow')"
+	@echo "make lint   - ruff check (the rules are in pyproject.toml)"
 	@echo "make bench  - data and model benchmarks -> bench/results.json"
 	@echo "make real   - prepare the UCF-101 3-class slice, fit, test, print metrics and energy"
 	@echo "make real-ablation - the ablation table on the slice (I-only, LIF, ConvGRU, conv)"
@@ -31,18 +31,28 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps spikingjelly==2.0.0
 	$(PIP) install -q --no-deps -e .
 	$(PY) -c "import torch, spikingjelly.activation_based.neuron, av, lightning; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+# Formats in place; not part of lint until the whole tree has been formatted once.
+format: install
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-quick: install
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: install
 	$(PY) scripts/demo.py

@@ -36,7 +36,7 @@ class FiringRateEnergyCallback(Callback):
 
     def measure(self, net: torch.nn.Module, batches: list[dict[str, Any]]) -> EnergyReport:
         """Count ``net`` on contract batches; test-time views are folded into the batch."""
-        from csvr.lit_module import fold_views
+        from csvr.data.batch import fold_views
 
         return count_energy(net, [fold_views(b, int(net.num_segments))[0] for b in batches])
 

@@ -33,6 +33,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from csvr.data.batch import STREAMS
+from csvr.models.csvr_net import CSVRNet
+
 E_MAC = 4.6e-12  # J per 32-bit float multiply-accumulate, 45 nm (Horowitz, ISSCC 2014)
 E_AC = 0.9e-12  # J per 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
 
@@ -89,8 +92,6 @@ class EnergyReport:
     layers: list[LayerCount]
     neurons: dict[str, NeuronStats]
     input_nonzero: dict[str, float]  # analog-AC layers (P-frame inputs): non-zero fraction
-    views: int
-    num_samples: int
     energy_with_memory_J: float | None = None
 
     def _conv(self, kind: str) -> float:
@@ -194,10 +195,7 @@ class EnergyReport:
         return m
 
 
-PARTS = {  # CSVRNet's top-level children -> the parts of the breakdown
-    "stm_mv": "STM", "stm_residual": "STM", "iframe_stem": "stems", "encoders": "encoders",
-    "transformer": "ViT", "decoders": "decoders", "rrdb": "RRDB", "head": "head",
-}
+PARTS = CSVRNet.PARTS  # the model's top-level children -> the parts the plot shows
 PART_ORDER = ("stems", "STM", "encoders", "ViT", "decoders", "RRDB", "head")
 
 
@@ -373,13 +371,13 @@ class EnergyCounter(TorchDispatchMode):
             n: NeuronStats(s.spikes / s.numel, 1.0 - float(s.fired.double().mean()), s.T)
             for n, s in self.neurons.items() if s.numel
         }
-        return EnergyReport(layers, neurons, input_nonzero, views, num_samples)
+        return EnergyReport(layers, neurons, input_nonzero)
 
 
 def batch_size(inputs: Any) -> int:
     """The number of samples in a contract batch (or a tensor's first dimension)."""
     if isinstance(inputs, Mapping):
-        for key in ("iframe", "mv", "residual"):
+        for key in STREAMS:
             if key in inputs:
                 return int(inputs[key].shape[0])
         return int(next(v for v in inputs.values() if torch.is_tensor(v)).shape[0])

@@ -139,10 +139,10 @@ def measure_videos(net: torch.nn.Module, batches: list[dict], memory: bool = Tru
     The report's ``views`` is the number of inferences per video (so ``energy_per_view_J`` is
     one inference).
     """
-    from csvr.lit_module import fold_views
+    from csvr.data.batch import STREAMS as streams
+    from csvr.data.batch import fold_views
 
     k, chunks, videos = int(net.num_segments), [], 0
-    streams = ("iframe", "mv", "residual")
     for batch in batches:
         folded, _ = fold_views(batch, k)
         videos += int(batch["label"].shape[0])

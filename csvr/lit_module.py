@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-STREAMS = ("iframe", "mv", "residual")
+from csvr.data.batch import fold_views
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -39,27 +39,6 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def fold_views(batch: dict[str, Any], k: int) -> tuple[dict[str, Any], int]:
-    """Fold test-time views into the batch.
-
-    The streams arrive as `[B, V*K, ...]` (view-major); the net wants `[B*V, K, ...]`.
-    Returns the folded batch and V.
-    """
-    ref = next(batch[s] for s in STREAMS if s in batch)
-    b, s = ref.shape[:2]
-    if s % k:
-        raise ValueError(f"batch has {s} segments per video, not a multiple of the model's K={k}")
-    v = s // k
-    if v == 1:
-        return batch, 1
-    out = dict(batch)
-    for name in STREAMS:
-        if name in batch:
-            x = batch[name]
-            out[name] = x.reshape(b * v, k, *x.shape[2:])
-    return out, v
 
 
 class CSVRLitModule(LightningModule):

@@ -44,11 +44,14 @@ class ShapesOnlyDataModule(CompressedVideoDataModule):
 
 def _config_data_class(configs: list[str], overrides: list[str]) -> str:
     """The data class_path the configs (and overrides) name, '' when none."""
+    from csvr.lightning_cli import expand_configs
+
+    args = expand_configs([a for c in configs for a in ("--config", str(c))])
     name = ""
-    for c in configs:
+    for c in args[1::2]:  # the configs with their `base:` files first
         try:
-            doc = yaml.safe_load(Path(c).read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            doc = yaml.safe_load(Path(c).read_text() if Path(c).is_file() else c) or {}
+        except (OSError, ValueError, yaml.YAMLError):
             continue
         name = (doc.get("data") or {}).get("class_path", name) if isinstance(doc, dict) else name
     for o in overrides:
@@ -60,13 +63,13 @@ def _config_data_class(configs: list[str], overrides: list[str]) -> str:
 def load_objects(configs: list[str], overrides: list[str] | None = None):
     """``(LightningModule, DataModule, note)`` of fit configs, with or without the dataset.
 
-    As ``csvr.cli.load_config_objects``; when the datamodule cannot be built because its files
+    As ``csvr.lightning_cli.load_config_objects``; when the datamodule cannot be built because its files
     are missing (FileNotFoundError: no split folder, no root), the data is replaced by a
     ``ShapesOnlyDataModule`` with the same arguments and ``note`` says so (else None). An
     override ``--data.num_classes=N`` sizes the head of that stand-in only (default: the
     config's dataset's class count); with the dataset present its classes decide.
     """
-    from csvr.cli import load_config_objects
+    from csvr.lightning_cli import load_config_objects
 
     overrides = list(overrides or [])
     head = [o for o in overrides if o.split("=")[0] in ("--data.num_classes",

@@ -18,8 +18,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from csvr.cli import make_cli  # noqa: E402
 from csvr.energy_cli import main as energy_main  # noqa: E402
+from csvr.lightning_cli import make_cli  # noqa: E402
 
 CONFIG = str(REPO / "configs" / "synthetic.yaml")
 OUT = REPO / "outputs" / "demo"

@@ -15,9 +15,6 @@ import pytest
 
 from tests.videos_util import make_ucf_mini
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 UCF_SLICE = SHARED / "data" / "ucf101_3cls"

@@ -32,8 +32,7 @@ def test_layer1_activity_matches_the_layer_called_directly() -> None:
     from csvr.models import CSVRNet
 
     torch.manual_seed(0)
-    net = CSVRNet(num_classes=3, variant="tiny", temporal="conv", img_size=32, num_segments=1,
-                  modalities=("mv",))
+    net = CSVRNet(num_classes=3, variant="tiny", temporal="conv", img_size=32, num_segments=1, modalities=("mv",))
     batch = {"mv": torch.randn(2, 1, 3, 2, 32, 32)}
     everywhere = {"all": torch.ones(2, 1, 3, 32, 32, dtype=torch.bool)}
     got = noise.layer1_activity(net, batch, everywhere)
@@ -48,6 +47,7 @@ def test_layer1_activity_matches_the_layer_called_directly() -> None:
     assert got["mv"]["first"] == pytest.approx(float(direct[0].abs().mean()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_quick_experiment_end_to_end(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "noise"
@@ -55,7 +55,8 @@ def test_quick_experiment_end_to_end(tmp_path, monkeypatch) -> None:
     res = json.loads((out / "results.json").read_text())
     runs = res["runs"]
     assert sorted((r["level"], r["temporal"]) for r in runs) == sorted(
-        (lev, t) for lev in noise.QUICK_LEVELS for t in noise.TEMPORAL)
+        (lev, t) for lev in noise.QUICK_LEVELS for t in noise.TEMPORAL
+    )
     for r in runs:
         assert 0.0 <= r["test_acc"] <= 1.0
         assert r["steps"] == 2
@@ -82,7 +83,7 @@ def test_bad_arguments_are_refused(capsys) -> None:
         noise.main(["noise", "--levels", "1.5", "--config", str(CONFIG)])
     assert "noise levels must be in [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        noise.main(["noise", "--config", str(CONFIG), "--trainer.max_epochs=3"])
-    assert "only --model.* / --data.*" in capsys.readouterr().err
+        noise.main(["noise", "--config", str(CONFIG), "--trainer.max_epochs=3", "--bogus=1"])
+    assert "unknown arguments ['--bogus=1']" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         noise.main(["noise", "--config", "missing.yaml"])

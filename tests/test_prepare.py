@@ -56,6 +56,7 @@ def real_tree(tmp_path_factory):
     return src, dst, report
 
 
+@pytest.mark.slow
 def test_prepare_real_clips(real_tree):
     src, dst, report = real_tree
     assert sorted(report.written) == ["a/Megamind.avi", "a/Megamind_bugy.avi", "b/box.mp4", "b/tree.avi"]

@@ -1,4 +1,4 @@
-"""The training system end to end: every config fits, resume, W&B offline files, test metrics,
+"""The training system end to end (every config: tests/test_configs.py): resume, W&B offline files, test metrics,
 predict on a raw video, bad configs, corrupt videos, NaN losses. Real Lightning, real
 SpikingJelly, real MPEG-4 files; W&B offline (never the network)."""
 
@@ -13,38 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from csvr.cli import main
 from csvr.lit_module import fold_views, warmup_cosine
-from tests.conftest import REPO, SHARED, SYNTH_ARGS, TINY_ARGS, free_port, synthetic_args
-
-CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
-
-
-def _data_args(config: str, tiny_synthetic: Path, request: pytest.FixtureRequest) -> list[str]:
-    data_class = yaml.safe_load((REPO / "configs" / config).read_text())["data"]["class_path"]
-    if data_class.endswith("SyntheticMotionDataModule"):
-        return [f"--data.root={tiny_synthetic}", *SYNTH_ARGS]
-    if data_class.endswith("UCF101DataModule"):
-        root, lists = request.getfixturevalue("ucf_mini")
-    elif data_class.endswith("HMDB51DataModule"):
-        root, lists = request.getfixturevalue("hmdb_tiny")
-    else:
-        raise AssertionError(f"{config}: no test data for {data_class}")
-    return [f"--data.root={root}", f"--data.split_dir={lists}", "--data.test_segments=6"]
-
-
-def test_configs_are_listed() -> None:
-    assert {"synthetic.yaml", "ucf101.yaml", "ucf101_L.yaml", "hmdb51.yaml"} <= set(CONFIGS)
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_every_config_fits(config: str, tiny_synthetic: Path, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """The real config file, shrunk to CPU/tiny by overrides, runs a fast_dev_run fit."""
-    args = ["fit", "--config", str(REPO / "configs" / config), *_data_args(config, tiny_synthetic, request)]
-    args += [*TINY_ARGS, "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}"]
-    assert main(args) == 0
+from tests.conftest import REPO, SHARED, TINY_ARGS, free_port, synthetic_args
 
 
 def _ckpt_state(path: Path) -> dict[str, torch.Tensor]:
@@ -55,6 +27,7 @@ FAST = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--t
         "--model.warmup_epochs=0", "--model.min_lr_ratio=1.0", "--data.batch_size=4"]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_synthetic: Path, tmp_path: Path) -> None:
     """2 epochs straight == 1 epoch, then `--ckpt_path last` for the second (same weights)."""
     base = ["fit", *synthetic_args(tiny_synthetic), *FAST]
@@ -115,6 +88,7 @@ def test_test_writes_metrics_and_predict_names_classes(tiny_synthetic: Path, tmp
     assert preds[0]["label"] in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bad_config_gives_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "configs" / "synthetic.yaml").read_text().replace("variant: tiny", "variantt: tiny"))
@@ -124,6 +98,7 @@ def test_bad_config_gives_clear_error(tmp_path: Path) -> None:
     assert "variantt" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_dataset_root_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "UCF-101"
     proc = subprocess.run([sys.executable, "-m", "csvr", "fit", "--config", "configs/ucf101.yaml", *TINY_ARGS,
@@ -153,6 +128,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_synthetic: Path, tmp_path: Pat
         main(args)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(tiny_synthetic: Path, tmp_path: Path) -> None:
     """Real DDP: 2 processes on gloo, launched as the user would (not from inside pytest)."""
     env = {**os.environ, "MASTER_PORT": str(free_port()), "MASTER_ADDR": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
@@ -182,6 +158,7 @@ def test_warmup_cosine_schedule_values() -> None:
     assert warmup_cosine(100, 100, 10, 0.1) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_real_slice_fit_then_test_writes_metrics(ucf_mini: tuple[Path, Path], tmp_path: Path) -> None:
     """The real-data path of `make real` on 2 clips per class of the UCF-101 slice: prepare
     (170x128, as configs/ucf101_3cls.yaml), a 1-epoch fit (no validation: it comes every 5

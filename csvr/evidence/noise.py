@@ -1,10 +1,12 @@
 """`csvr experiment noise`: accuracy of the tiny model vs the rate of spurious background motion.
 
 For every seed, noise level and temporal module (lif | convgru | conv) the same config
-(`configs/noise.yaml`, built by `csvr.cli.load_config_objects` exactly as `csvr fit` would)
-is trained with `data.init_args.noise.rate=<level>` (train and test both noisy) and
-`model.net.init_args.temporal=<module>`, the same seed and the same budget, then tested
-(top-1 on the synthetic test split). On one test batch it also measures the activity of
+(`configs/noise.yaml`) is built by the same LightningCLI as `csvr fit` (`csvr.lightning_cli`)
+with `--data.init_args.noise.rate=<level>` (train and test both noisy),
+`--model.net.init_args.temporal=<module>` and `--seed_everything=<seed>` (the same budget for
+every run: the config's `trainer:`), trained, then tested (top-1 on the synthetic test split).
+The experiment adds only `RUN_TRAINER` (no validation, no checkpoints, a CSV log per run in
+--out/logs/<run>/ beside the run's config.yaml). On one test batch it also measures the activity of
 each STM's first layer (LIF: spike rate; conv: mean ReLU output; convgru: mean |hidden
 state|) in three regions, found by comparing the noisy batch with the clean one:
 
@@ -33,31 +35,41 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-TEMPORAL = ("lif", "convgru", "conv")
+from csvr.models.stm import TEMPORAL
+
 REGIONS = ("noise_events", "clean_background", "foreground")
-STREAMS = {"mv": "stm_mv", "residual": "stm_residual"}
-# trainer settings read from the config's `trainer:` section (everything else is ours)
-TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "limit_test_batches",
-                "gradient_clip_val", "accumulate_grad_batches", "precision", "log_every_n_steps")
+PASS_THROUGH = ("--model.", "--data.", "--trainer.", "--seed_everything")  # config overrides
 QUICK_LEVELS = (0.0, 0.4)
-QUICK_DATA = ("--data.init_args.num_classes=3", "--data.init_args.videos_per_class=4",
-              "--data.init_args.batch_size=4", "--data.init_args.img_size=32", "--data.init_args.num_p=2",
-              "--data.init_args.num_workers=0", "--data.init_args.prepare.workers=1")
-QUICK_TRAINER = {"max_epochs": 1, "max_steps": 2, "limit_test_batches": 1, "log_every_n_steps": 1}
+QUICK = (
+    "--data.init_args.num_classes=3",
+    "--data.init_args.videos_per_class=4",
+    "--data.init_args.batch_size=4",
+    "--data.init_args.img_size=32",
+    "--data.init_args.num_p=2",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.prepare.workers=1",
+    "--trainer.max_epochs=1",
+    "--trainer.max_steps=2",
+    "--trainer.limit_test_batches=1",
+    "--trainer.log_every_n_steps=1",
+)
 
 
-def trainer_settings(config_paths: list[str]) -> dict[str, Any]:
-    """The budget keys (`TRAINER_KEYS`) of the configs' `trainer:` sections (later wins)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for p in config_paths:
-        path = Path(p)
-        if not path.is_file():
-            raise FileNotFoundError(f"config {path} not found (e.g. --config configs/noise.yaml)")
-        trainer = (yaml.safe_load(path.read_text()) or {}).get("trainer") or {}
-        out.update({k: v for k, v in trainer.items() if k in TRAINER_KEYS and v is not None})
-    return out
+def run_trainer(out: Path, name: str) -> list[str]:
+    """What the experiment changes in every run's trainer: train, then test; no validation,
+    no checkpoints, no bars; a CSV log (and the run's config.yaml) in `out/logs/<name>/`."""
+    return [
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={out}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={out}",
+        "--trainer.logger.init_args.name=logs",
+        f"--trainer.logger.init_args.version={name}",
+    ]
 
 
 # ---------------------------------------------------------------------------- regions
@@ -87,20 +99,20 @@ def _to_layer(mask: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Ten
 
 
 @torch.no_grad()
-def layer1_activity(net: torch.nn.Module, batch: dict[str, Any], masks: dict[str, torch.Tensor]) -> dict[str, dict[str, float | None]]:
+def layer1_activity(
+    net: torch.nn.Module, batch: dict[str, Any], masks: dict[str, torch.Tensor]
+) -> dict[str, dict[str, float | None]]:
     """stream -> region -> mean |output| of the STM's first layer (the LIF spike rate) over
     the region's pixel-frames and channels (None where the region is empty)."""
-    from csvr.lit_module import fold_views
+    from csvr.data.batch import fold_views
 
     k = int(net.num_segments)
     folded, _ = fold_views(batch, k)
     seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for stream, attr in STREAMS.items():
-        stm = getattr(net, attr, None)
-        if stm is not None:
-            hooks.append(stm.layers[0].register_forward_hook(
-                lambda mod, args, out, s=stream: seen.__setitem__(s, out.detach().abs())))
+    hooks = [
+        stm.layers[0].register_forward_hook(lambda mod, args, out, s=stream: seen.__setitem__(s, out.detach().abs()))
+        for stream, stm in net.stms().items()  # CSVRNet names its STMs; a net without any has none
+    ]
     was_training = net.training
     net.eval()
     try:
@@ -129,32 +141,46 @@ def first_test_batch(datamodule) -> dict[str, Any]:
     return next(iter(datamodule.test_dataloader()))
 
 
-def run_point(config: list[str], level: float, temporal: str, seed: int, overrides: list[str],
-              trainer_kw: dict[str, Any], out: Path, clean_batch: dict[str, Any] | None) -> dict[str, Any]:
-    """Train and test one (noise level, temporal module, seed); returns its record."""
+def run_point(
+    config: list[str],
+    level: float,
+    temporal: str,
+    seed: int,
+    overrides: list[str],
+    out: Path,
+    clean_batch: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train and test one (noise level, temporal module, seed); returns its record and the
+    run's trainer settings (as parsed from the config and overrides)."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
-    from csvr.cli import load_config_objects
+    from csvr.lightning_cli import instantiate
 
-    args = [*overrides, f"--model.net.init_args.temporal={temporal}",
-            f"--data.init_args.noise.rate={level}", f"--seed_everything={seed}"]
-    model, dm = load_config_objects(config, args)
-    L.seed_everything(seed, verbose=False)  # the same shuffles for every module
     name = f"{temporal}_noise{level:g}_seed{seed}"
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, logger=CSVLogger(out, name="logs", version=name),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, **trainer_kw,
+    cli = instantiate(
+        config,
+        [
+            *overrides,
+            f"--model.net.init_args.temporal={temporal}",
+            f"--data.init_args.noise.rate={level}",
+            f"--seed_everything={seed}",
+            *run_trainer(out, name),
+        ],
     )
+    model, dm, trainer = cli.model, cli.datamodule, cli.trainer
+    L.seed_everything(seed, verbose=False)  # the same shuffles for every module
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - start
     metrics = trainer.test(model, datamodule=dm, verbose=False)[0]
     record: dict[str, Any] = {
-        "level": level, "temporal": temporal, "seed": seed,
-        "test_acc": float(metrics["test/acc"]), "test_loss": float(metrics["test/loss"]),
-        "train_seconds": round(seconds, 1), "steps": int(trainer.global_step),
+        "level": level,
+        "temporal": temporal,
+        "seed": seed,
+        "test_acc": float(metrics["test/acc"]),
+        "test_loss": float(metrics["test/loss"]),
+        "train_seconds": round(seconds, 1),
+        "steps": int(trainer.global_step),
     }
     if clean_batch is not None:
         noisy = first_test_batch(dm)
@@ -163,7 +189,12 @@ def run_point(config: list[str], level: float, temporal: str, seed: int, overrid
         masks = region_masks(noisy["mv"], clean_batch["mv"])
         record["region_pixels"] = {r: int(m.sum()) for r, m in masks.items()}
         record["layer1_activity"] = layer1_activity(model.net, noisy, masks)
-    return record
+    settings = {
+        k: v
+        for k, v in cli.config.trainer.items()
+        if isinstance(v, (int, float, str, bool)) and "." not in k and k != "default_root_dir"
+    }
+    return record, settings
 
 
 # ---------------------------------------------------------------------------- reports
@@ -172,34 +203,49 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in sorted(runs, key=lambda r: r["level"]):
         out.setdefault(f"{r['level']:g}", {}).setdefault(r["temporal"], []).append(r["test_acc"])  # type: ignore[arg-type]
-    for lev, mods in out.items():
+    for mods in out.values():
         for t, accs in mods.items():
-            mods[t] = {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                       "n": len(accs)}
+            mods[t] = {
+                "mean": statistics.fmean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "n": len(accs),
+            }
     return out
 
 
 def markdown(runs: list[dict[str, Any]], temporal: list[str]) -> str:
     summary = summarise(runs)
-    lines = ["Test top-1 on the synthetic motion set (mean ± std over seeds where n > 1).", "",
-             "| noise rate | " + " | ".join(temporal) + " |", "|---|" + "---|" * len(temporal)]
+    lines = [
+        "Test top-1 on the synthetic motion set (mean ± std over seeds where n > 1).",
+        "",
+        "| noise rate | " + " | ".join(temporal) + " |",
+        "|---|" + "---|" * len(temporal),
+    ]
     for lev, mods in summary.items():
         cells = []
         for t in temporal:
             s = mods.get(t)
-            cells.append("" if s is None else f"{s['mean']:.3f}" + (f" ± {s['std']:.3f} (n={s['n']})" if s["n"] > 1 else ""))
+            spread = f" ± {s['std']:.3f} (n={s['n']})" if s is not None and s["n"] > 1 else ""
+            cells.append("" if s is None else f"{s['mean']:.3f}{spread}")
         lines.append(f"| {lev} | " + " | ".join(cells) + " |")
     act = sorted((r for r in runs if "layer1_activity" in r), key=lambda r: r["level"])
     if act:
-        lines += ["", "STM first-layer activity on one test batch (LIF: spike rate; conv: mean ReLU output; "
-                  "convgru: mean |hidden|), per region:", "",
-                  "| noise rate | module | stream | " + " | ".join(REGIONS) + " | noise/clean | noise/foreground |",
-                  "|" + "---|" * (5 + len(REGIONS))]
+        lines += [
+            "",
+            "STM first-layer activity on one test batch (LIF: spike rate; conv: mean ReLU output; "
+            "convgru: mean |hidden|), per region:",
+            "",
+            "| noise rate | module | stream | " + " | ".join(REGIONS) + " | noise/clean | noise/foreground |",
+            "|" + "---|" * (5 + len(REGIONS)),
+        ]
         for r in act:
             for stream, vals in r["layer1_activity"].items():
                 cells = ["–" if vals[g] is None else f"{vals[g]:.4f}" for g in REGIONS]
                 ne = vals["noise_events"]
-                ratios = ["–" if ne is None or not vals[g] else f"{ne / vals[g]:.2f}" for g in ("clean_background", "foreground")]
+                ratios = [
+                    "–" if ne is None or not vals[g] else f"{ne / vals[g]:.2f}"
+                    for g in ("clean_background", "foreground")
+                ]
                 lines.append(f"| {r['level']:g} | {r['temporal']} | {stream} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines) + "\n"
 
@@ -216,8 +262,14 @@ def plot(runs: list[dict[str, Any]], temporal: list[str], out: Path) -> Path:
         pts = [(float(lev), m[t]) for lev, m in summary.items() if t in m]
         if pts:
             pts.sort()
-            ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts],
-                        marker="o", capsize=3, label=t)
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1]["mean"] for p in pts],
+                yerr=[p[1]["std"] for p in pts],
+                marker="o",
+                capsize=3,
+                label=t,
+            )
     ax.set_xlabel("spurious motion rate (fraction of 16x16 blocks per GOP)")
     ax.set_ylabel("test top-1")
     ax.set_ylim(0, 1.02)
@@ -254,8 +306,8 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`csvr experiment noise --config configs/noise.yaml`: test top-1 vs spurious-motion
-    rate for the LIF, ConvGRU and conv STMs (extra `--model...`/`--data...` arguments are
-    passed to the config as overrides)."""
+    rate for the LIF, ConvGRU and conv STMs (extra `--model.*`, `--data.*`, `--trainer.*`
+    arguments are passed to the config as overrides, as `csvr fit` takes them)."""
     ap = argparse.ArgumentParser(prog="csvr experiment", description=main.__doc__)
     ap.add_argument("experiment", choices=("noise",), help="which experiment")
     ap.add_argument("--config", action="append", default=None, help="fit config(s) (default configs/noise.yaml)")
@@ -268,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 levels, a tiny dataset and 2 steps per run (tests)")
     ap.add_argument("--no-activity", action="store_true", help="skip the per-region STM activity")
     a, overrides = ap.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith(("--model.", "--data.", "--seed_everything"))]
+    bad = [o for o in overrides if o.startswith("-") and not o.startswith(PASS_THROUGH)]
     if bad:
-        ap.error(f"unknown arguments {bad} (only --model.* / --data.* config overrides pass through)")
+        ap.error(f"unknown arguments {bad} (only --model.* / --data.* / --trainer.* config overrides pass through)")
+    for path in a.config or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config {path} not found (e.g. --config configs/noise.yaml)")
 
     threads = torch.get_num_threads()
     if a.threads:
@@ -287,24 +342,29 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
     _quiet()
     console = Console()
     config = a.config or ["configs/noise.yaml"]
-    trainer_kw = trainer_settings(config)
     levels = a.levels or ([*QUICK_LEVELS] if a.quick else [0.0, 0.05, 0.1, 0.2, 0.4])
     if any(not 0.0 <= lev <= 1.0 for lev in levels):
         ap.error(f"noise levels must be in [0, 1], got {levels}")
     if a.quick:
-        overrides = [*QUICK_DATA, *overrides]
-        trainer_kw.update(QUICK_TRAINER)
+        overrides = [*QUICK, *overrides]
     if a.max_epochs is not None:
-        trainer_kw["max_epochs"] = a.max_epochs
+        overrides = [*overrides, f"--trainer.max_epochs={a.max_epochs}"]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"config": config, "overrides": overrides, "trainer": trainer_kw, "levels": levels,
-            "temporal": a.temporal, "seeds": a.seeds, "quick": a.quick,
-            "activity": "STM layer-1 mean |output| per region (LIF: spike rate)"}
+    meta: dict[str, Any] = {
+        "config": config,
+        "overrides": overrides,
+        "trainer": None,
+        "levels": levels,
+        "temporal": a.temporal,
+        "seeds": a.seeds,
+        "quick": a.quick,
+        "activity": "STM layer-1 mean |output| per region (LIF: spike rate)",
+    }
 
     clean_batch = None
     if not a.no_activity:
-        from csvr.cli import load_config_objects
+        from csvr.lightning_cli import load_config_objects
 
         _, clean_dm = load_config_objects(config, [*overrides, "--data.init_args.noise.rate=0.0"])
         clean_batch = first_test_batch(clean_dm)
@@ -316,15 +376,21 @@ def _run(a: argparse.Namespace, overrides: list[str], ap: argparse.ArgumentParse
             for temporal in a.temporal:
                 i = len(runs) + 1
                 console.print(f"[bold][{i}/{total}][/] temporal={temporal} noise={level:g} seed={seed} ...")
-                rec = run_point(config, level, temporal, seed, overrides, trainer_kw, out, clean_batch)
+                rec, meta["trainer"] = run_point(config, level, temporal, seed, overrides, out, clean_batch)
                 runs.append(rec)
                 write_results(out, meta, runs)
                 act = rec.get("layer1_activity", {}).get("mv", {})
-                extra = "" if not act else "  mv layer-1 activity noise/clean/fg: " + "/".join(
-                    "–" if act[g] is None else f"{act[g]:.3f}" for g in REGIONS)
+                extra = (
+                    ""
+                    if not act
+                    else "  mv layer-1 activity noise/clean/fg: "
+                    + "/".join("–" if act[g] is None else f"{act[g]:.3f}" for g in REGIONS)
+                )
                 eta = (time.perf_counter() - started) / i * (total - i)
-                console.print(f"    test top-1 [bold]{rec['test_acc']:.3f}[/] (train {rec['train_seconds']:.0f} s, "
-                              f"{rec['steps']} steps){extra}; about {eta / 60:.0f} min left")
+                console.print(
+                    f"    test top-1 [bold]{rec['test_acc']:.3f}[/] (train {rec['train_seconds']:.0f} s, "
+                    f"{rec['steps']} steps){extra}; about {eta / 60:.0f} min left"
+                )
     console.print(markdown(runs, a.temporal))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'noise_robustness.png'}")
     return 0 if all(math.isfinite(r["test_acc"]) for r in runs) else 1

@@ -40,13 +40,14 @@ from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
+from csvr.data.batch import STREAMS
 from csvr.models.decoder import ModalityDecoder
 from csvr.models.rrdb import RRDB
 from csvr.models.stems import NUM_PATCHES, IFrameStem, LocalEncoder, patch_size
 from csvr.models.stm import TEMPORAL, SpikingTemporalModulator
 from csvr.models.transformer import UnifiedTransformer
 
-MODALITIES = ("iframe", "mv", "residual")
+MODALITIES = STREAMS  # the batch contract's stream names (csvr/data/batch.py)
 P_FRAME_CHANNELS = {"mv": 2, "residual": 3}
 
 VARIANTS: dict[str, dict[str, int]] = {
@@ -64,6 +65,13 @@ class CSVRNet(nn.Module):
     with H = W = img_size and K = num_segments; returns logits [B, num_classes]. The
     variant-dependent arguments default (None) to the variant's value.
     """
+
+    # top-level children -> the part they belong to (energy tables and plots group by it)
+    PARTS = {
+        "stm_mv": "STM", "stm_residual": "STM", "iframe_stem": "stems", "encoders": "encoders",
+        "transformer": "transformer", "decoders": "decoder", "rrdb": "RRDB", "head": "head",
+    }
+    STMS = {"mv": "stm_mv", "residual": "stm_residual"}  # P-frame stream -> its STM child
 
     def __init__(
         self,
@@ -143,6 +151,10 @@ class CSVRNet(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of (trainable) parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def stms(self) -> dict[str, nn.Module]:
+        """P-frame stream -> its spiking temporal modulator (the enabled streams only)."""
+        return {s: getattr(self, a) for s, a in self.STMS.items() if getattr(self, a) is not None}
 
     def spiking_layers(self) -> dict[str, nn.Module]:
         """Qualified name -> spiking neuron module (empty unless temporal == "lif")."""
