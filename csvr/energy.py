@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from csvr.data.batch import STREAMS
+from csvr.models.bn import recompute_bn_stats
 from csvr.models.csvr_net import CSVRNet
 
 E_MAC = 4.6e-12  # J per 32-bit float multiply-accumulate, 45 nm (Horowitz, ISSCC 2014)
@@ -428,37 +429,18 @@ def count_energy(
 
 
 def calibrate_bn(model: nn.Module, batches: Iterable[Any]) -> int:
-    """Precise-BN: re-estimate every BatchNorm's running mean/var on ``batches``.
-
-    The running statistics are reset and accumulated as an exact average over all batches
-    (``momentum=None``) with only the BatchNorm layers in train mode (dropout, drop-path and
-    everything else in eval mode), without gradients. Weights are untouched. Used to measure
-    firing rates of untrained weights on real clips: eval-mode BN at its init statistics
-    (mean 0, var 1) feeds the LIF layers a scale unrelated to the data. Returns the number of
-    batches seen.
-    """
-    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    was_training, momenta = model.training, [m.momentum for m in bns]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average = the exact mean over batches
-        m.train()
-    n = 0
-    try:
-        with torch.no_grad():
-            for b in batches:
-                functional.reset_net(model)
-                model(b)
-                n += 1
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        functional.reset_net(model)
-        model.train(was_training)
-    if n == 0:
+    """Precise-BN before measuring: every BatchNorm's running mean/var re-estimated as the exact
+    average over ``batches`` (``csvr.models.bn.recompute_bn_stats``: only BN in train mode, no
+    gradients, weights untouched). Eval-mode BN at its init statistics feeds the LIF layers a
+    scale unrelated to the data, so untrained weights are measured this way. Returns the
+    number of batches seen."""
+    batches = list(batches)
+    if not batches:
         raise ValueError("calibrate_bn: no batches given")
-    return n
+    with torch.no_grad():
+        recompute_bn_stats(model, batches)
+    functional.reset_net(model)
+    return len(batches)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class CSVRNet(nn.Module):
     # top-level children -> the part they belong to (energy tables and plots group by it)
     PARTS = {
         "stm_mv": "STM", "stm_residual": "STM", "iframe_stem": "stems", "encoders": "encoders",
-        "transformer": "transformer", "decoders": "decoder", "rrdb": "RRDB", "head": "head",
+        "transformer": "ViT", "decoders": "decoders", "rrdb": "RRDB", "head": "head", "aux_heads": "head",
     }
     STMS = {"mv": "stm_mv", "residual": "stm_residual"}  # P-frame stream -> its STM child
 
