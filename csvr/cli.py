@@ -151,11 +151,11 @@ def load_config_objects(config_paths: list[str], overrides: list[str] | None = N
 
 def find_best_checkpoint(dirpath: Path) -> Path:
     """The best checkpoint of a finished fit in `dirpath` (as recorded in `last.ckpt`)."""
-    import torch
+    from csvr.checkpoint import load_checkpoint
 
     last = dirpath / "last.ckpt"
     if last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(last, "--ckpt_path best")
         for key, state in ckpt.get("callbacks", {}).items():
             best = key.startswith("ModelCheckpoint") and state.get("best_model_path")
             if best and Path(best).exists():
@@ -258,6 +258,21 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; a bad value or a missing file (ValueError, FileNotFoundError, a refused
+    checkpoint) prints its one-line message and exits 2 (1 for files), no traceback unless
+    CSVR_DEBUG=1."""
+    import pickle
+
+    try:
+        return _dispatch(argv)
+    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as e:
+        if os.environ.get("CSVR_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"csvr: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, FileNotFoundError) else 2
+
+
+def _dispatch(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + _usage())

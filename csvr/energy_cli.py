@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ckpt.is_file():
             console.print(f"[red]checkpoint {ckpt} not found: give the path of a .ckpt file[/red]")
             return 2
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     net = module.net
     batches, source = energy_batches(datamodule, net, args.batches)

@@ -212,6 +212,21 @@ class CSVRLitModule(LightningModule):
         if self._pending_rng is not None:
             _set_rng_states(self._pending_rng)
             self._pending_rng = None
+            _restart_train_iterator(self.trainer)
+
+
+def _restart_train_iterator(trainer) -> None:
+    """On resume, Lightning builds and iterates the train loader (to estimate the stepping
+    batches) before it restores the epoch counter, so loader workers have already prefetched
+    the order of epoch 0. Set the restored epoch on the sampler and start the iterator again."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    loop = trainer.fit_loop
+    if loop._combined_loader is None or loop._data_fetcher is None:
+        return
+    for dl in loop._combined_loader.flattened:
+        _set_sampler_epoch(dl, loop.epoch_progress.current.processed)
+    iter(loop._data_fetcher)
 
 
 def _rng_states() -> dict[str, Any]:
