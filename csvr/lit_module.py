@@ -102,9 +102,23 @@ class CSVRLitModule(LightningModule):
         self._warned_skipped: set[str] = set()
         self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
 
+    def setup(self, stage: str) -> None:
+        """Check the data options the model depends on, before any batch is read."""
+        dm = getattr(self.trainer, "datamodule", None)
+        checks = (("num_p", lambda v: v is None or v >= 1, "must be >= 1 (P-frames per segment, T)"),
+                  ("num_segments", lambda v: v >= 1, "must be >= 1 (segments per video, K)"),
+                  ("test_crops", lambda v: v in (1, 3), "must be 1 or 3"))
+        for name, ok, what in checks:
+            value = getattr(dm, name, None) if name == "num_p" else getattr(dm, name, 1)
+            if isinstance(value, (int, type(None))) and not ok(value):
+                raise ValueError(f"data.{name} {what}, got {value}")
+
     # ----------------------------------------------------------------- forward
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Logits `[B, num_classes]`; test-time views are folded in and averaged."""
+        for s in ("mv", "residual"):
+            if s in batch and batch[s].ndim == 6 and batch[s].shape[2] == 0:
+                raise ValueError(f"batch[{s!r}] has T=0 P-frames per segment: data.num_p must be >= 1")
         folded, v = fold_views(batch, int(self.net.num_segments))
         logits = self.net(folded)  # CSVRNet.forward resets its own neurons first
         if v > 1:

@@ -153,3 +153,14 @@ def test_slurm_log_goes_to_an_existing_folder(tmp_path: Path) -> None:
                           env={**os.environ, "SBATCH": str(fake)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok outputs/slurm" and (tmp_path / "outputs" / "slurm").is_dir()
+
+
+@pytest.mark.parametrize("option", ["--data.num_p=0", "--data.test_crops=2"])
+def test_bad_number_is_one_clean_line(option: str, tiny_synthetic: Path, tmp_path: Path) -> None:
+    """A bad value stops the run before training with one line naming the option, no traceback."""
+    proc = subprocess.run(_csvr("fit", *synthetic_args(tiny_synthetic), "--trainer.logger=false", option,
+                                "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    name = option.split("=")[0].split(".")[-1]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and name in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
