@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("csvr.cli:summary_main", "parameter counts of a config's model, per part"),
     "lif-response": ("csvr.evidence.lif_response:main", "LIF temporal-sensitivity figure"),
     "experiment": ("csvr.evidence.noise:main", "experiments: `csvr experiment noise --config ...`"),
+    "make-slice": ("csvr.data.slice:main", "a few UCF-101 classes, split by group, in the official layout"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 

@@ -7,7 +7,7 @@ import torch
 
 from csvr.data import HMDB51DataModule, SyntheticMotionDataModule, UCF101DataModule, prepared_path
 from csvr.data.prepare import MANIFEST_NAME, ensure_prepared
-from tests.videos_util import UCF, make_moving_square_video, make_ucf_mini
+from tests.videos_util import make_moving_square_video, make_ucf_mini
 from tests.videos_util import UCF_MINI_TEST as TEST
 from tests.videos_util import UCF_MINI_TRAIN as TRAIN
 SMALL = dict(num_segments=3, num_p=2, img_size=32, batch_size=3, num_workers=0, test_segments=6)
@@ -22,9 +22,8 @@ def _shapes(batch: dict, b: int, s: int, t: int = 2, size: int = 32) -> None:
 
 @pytest.fixture
 def ucf_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Two clips per class of the shared UCF-101 slice, official layout and list format."""
-    if not UCF.is_dir():
-        pytest.skip(f"{UCF} absent (shared UCF-101 slice)")
+    """Two clips per class, official layout and list format (real clips of the shared slice
+    when present, else generated: tests/videos_util.make_ucf_mini)."""
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
     return make_ucf_mini(tmp_path)[0]
 

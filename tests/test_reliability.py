@@ -164,3 +164,36 @@ def test_bad_number_is_one_clean_line(option: str, tiny_synthetic: Path, tmp_pat
     name = option.split("=")[0].split(".")[-1]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and name in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+
+
+def test_make_slice_builds_the_official_layout(tmp_path: Path) -> None:
+    """`csvr make-slice` on a generated download: clips by group, classInd/trainlist/testlist
+    in the official format with CRLF, classes renumbered in the given order."""
+    from tests.videos_util import UCF_MINI_TEST, UCF_MINI_TRAIN, make_ucf_download
+
+    download = make_ucf_download(tmp_path / "dl", n_frames=2)
+    lists_in = tmp_path / "dl" / "ucfTrainTestlist"
+    lists_in.mkdir()
+    (lists_in / "classInd.txt").write_bytes(b"1 ApplyEyeMakeup\r\n8 BabyCrawling\r\n71 Punch\r\n72 PushUps\r\n")
+    out = tmp_path / "slice"
+    assert main(["make-slice", "--ucf-root", str(download), "--lists", str(lists_in), "--out", str(out),
+                 "--classes", "BabyCrawling", "Punch", "PushUps", "--train-groups", "15-25", "--test-groups", "8-14"]) == 0
+    lists = out / "ucfTrainTestlist"
+    assert (lists / "classInd.txt").read_bytes() == b"1 BabyCrawling\r\n2 Punch\r\n3 PushUps\r\n"
+    assert (lists / "trainlist01.txt").read_bytes() == b"".join(
+        f"{r} {i + 1}\r\n".encode() for i, r in enumerate(UCF_MINI_TRAIN))
+    assert (lists / "testlist01.txt").read_bytes() == b"".join(f"{r}\r\n".encode() for r in UCF_MINI_TEST)
+    clips = sorted(str(p.relative_to(out / "UCF-101")) for p in (out / "UCF-101").glob("*/*.avi"))
+    assert clips == sorted(UCF_MINI_TRAIN + UCF_MINI_TEST)  # group 3 is in neither split
+    from csvr.data.splits import read_ucf101_split, ucf101_classes  # the reader accepts it
+
+    assert ucf101_classes(lists) == ["BabyCrawling", "Punch", "PushUps"]
+    assert read_ucf101_split(lists, 1, "train") == [(r, i) for i, r in enumerate(UCF_MINI_TRAIN)]
+    assert [r for r, _ in read_ucf101_split(lists, 1, "test")] == UCF_MINI_TEST
+
+
+def test_make_slice_errors_name_the_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["make-slice", "--ucf-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert "--ucf-root" in capsys.readouterr().err
+    assert main(["make-slice", "--ucf-root", str(tmp_path), "--out", str(tmp_path / "o"), "--train-groups", "8-14"]) == 2
+    assert "overlap" in capsys.readouterr().err
