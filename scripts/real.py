@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,20 @@ ROWS = {
     "conv": ["--config", "configs/experiment/temporal_conv.yaml"],
 }
 console = Console()
+SHARED_SLICE = REPO.parent / "shared" / "data" / "ucf101_3cls"
+
+
+def slice_dir(given: Path | None) -> Path:
+    """The slice folder (UCF-101/ + ucfTrainTestlist/): --data, else $UCF3_ROOT, else the
+    ../shared slice; exits with how to build one when none is there."""
+    env = os.environ.get("UCF3_ROOT")
+    path = given or (Path(env) if env else SHARED_SLICE)
+    if not (path / "UCF-101").is_dir() or not (path / "ucfTrainTestlist").is_dir():
+        sys.exit(f"make real: no three-class UCF-101 slice at {path} (needs UCF-101/ and ucfTrainTestlist/).\n"
+                 "Build one from your UCF-101 download (README, 'Getting the data'):\n"
+                 "  csvr make-slice --ucf-root UCF-101 --lists ucfTrainTestlist --out data/ucf101_3cls\n"
+                 "then: UCF3_ROOT=data/ucf101_3cls make real")
+    return path.resolve()
 
 
 def csvr(*args: str) -> None:
@@ -105,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", nargs="*", choices=list(ROWS), help="rows to run (default: lif, or all with --ablation)")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "real")
+    ap.add_argument("--data", type=Path, default=None, help="the slice (default: $UCF3_ROOT, else ../shared's)")
     args, extra = ap.parse_known_args(argv)
+    data = slice_dir(args.data)
+    extra = [f"--data.root={data / 'UCF-101'}", f"--data.split_dir={data / 'ucfTrainTestlist'}", *extra]
     rows = args.rows or (list(ROWS) if args.ablation else ["lif"])
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
