@@ -1,4 +1,4 @@
-"""The batch contract between the data side and the model (DESIGN.md section 8)."""
+"""The batch contract between the data side and the model (docs/design.md section 8)."""
 
 from __future__ import annotations
 
