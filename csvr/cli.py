@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+import os
 
 # subcommand -> "module:function" taking argv and returning an exit status
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("csvr.summary:summary_main", "parameter counts of a config's model, per part"),
     "lif-response": ("csvr.evidence.lif_response:main", "LIF temporal-sensitivity figure"),
     "experiment": ("csvr.evidence.noise:main", "experiments: `csvr experiment noise --config ...`"),
+    "make-slice": ("csvr.data.slice:main", "a few UCF-101 classes, split by group, in the official layout"),
 }
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -46,6 +48,21 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; a bad value or a missing file (ValueError, FileNotFoundError, a refused
+    checkpoint) prints its one-line message and exits 2 (1 for files), no traceback unless
+    CSVR_DEBUG=1."""
+    import pickle
+
+    try:
+        return _dispatch(argv)
+    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as e:
+        if os.environ.get("CSVR_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"csvr: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, FileNotFoundError) else 2
+
+
+def _dispatch(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip() + "\n\n" + _usage())

@@ -1,4 +1,4 @@
-"""Operation and energy counting on the real forward pass (DESIGN.md section 3, appendix Sec. 1).
+"""Operation and energy counting on the real forward pass (docs/design.md section 3, appendix Sec. 1).
 
 Per layer l (a convolution, a linear layer or an attention product): M output neurons per
 timestep, C synapses per neuron (fan-in), T timesteps, F the measured fraction of non-zero

@@ -190,11 +190,11 @@ def limit_cpu_threads(cfg: Any) -> int | None:
 def find_best_checkpoint(dirpath: Path) -> Path:
     """`--ckpt_path best`: the best checkpoint of a finished fit in `dirpath` (as recorded in
     `last.ckpt` by BestAndLastCheckpoint)."""
-    import torch
+    from csvr.checkpoint import load_checkpoint
 
     last = dirpath / "last.ckpt"
     if last.exists():
-        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+        ckpt = load_checkpoint(last, "--ckpt_path best")
         for key, state in ckpt.get("callbacks", {}).items():
             best = key.startswith("ModelCheckpoint") and state.get("best_model_path")
             if best and Path(best).exists():

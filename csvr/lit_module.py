@@ -85,6 +85,17 @@ class CSVRLitModule(LightningModule):
         self._warned_skipped: set[str] = set()
         self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
 
+    def setup(self, stage: str) -> None:
+        """Check the data options the model depends on, before any batch is read."""
+        dm = getattr(self.trainer, "datamodule", None)
+        checks = (("num_p", lambda v: v is None or v >= 1, "must be >= 1 (P-frames per segment, T)"),
+                  ("num_segments", lambda v: v >= 1, "must be >= 1 (segments per video, K)"),
+                  ("test_crops", lambda v: v in (1, 3), "must be 1 or 3"))
+        for name, ok, what in checks:
+            value = getattr(dm, name, None) if name == "num_p" else getattr(dm, name, 1)
+            if isinstance(value, (int, type(None))) and not ok(value):
+                raise ValueError(f"data.{name} {what}, got {value}")
+
     # ----------------------------------------------------------------- forward
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Logits `[B, num_classes]`; test-time views are folded in and averaged."""
@@ -92,6 +103,9 @@ class CSVRLitModule(LightningModule):
 
     def _logits_and_aux(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits `[B, num_classes]` and the net's auxiliary per-modality logits (training only)."""
+        for s in ("mv", "residual"):
+            if s in batch and batch[s].ndim == 6 and batch[s].shape[2] == 0:
+                raise ValueError(f"batch[{s!r}] has T=0 P-frames per segment: data.num_p must be >= 1")
         folded, v = fold_views(batch, int(self.net.num_segments))
         out = self.net(folded)  # CSVRNet.forward resets its own neurons first
         logits, aux = out if isinstance(out, tuple) else (out, {})
@@ -205,6 +219,21 @@ class CSVRLitModule(LightningModule):
         if self._pending_rng is not None:
             _set_rng_states(self._pending_rng)
             self._pending_rng = None
+            _restart_train_iterator(self.trainer)
+
+
+def _restart_train_iterator(trainer) -> None:
+    """On resume, Lightning builds and iterates the train loader (to estimate the stepping
+    batches) before it restores the epoch counter, so loader workers have already prefetched
+    the order of epoch 0. Set the restored epoch on the sampler and start the iterator again."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    loop = trainer.fit_loop
+    if loop._combined_loader is None or loop._data_fetcher is None:
+        return
+    for dl in loop._combined_loader.flattened:
+        _set_sampler_epoch(dl, loop.epoch_progress.current.processed)
+    iter(loop._data_fetcher)
 
 
 def _rng_states() -> dict[str, Any]:

@@ -40,6 +40,20 @@ ROWS = {
 }
 ABLATION_SEEDS = [0, 1, 2]
 console = Console()
+SHARED_SLICE = REPO.parent / "shared" / "data" / "ucf101_3cls"
+
+
+def slice_dir(given: Path | None) -> Path:
+    """The slice folder (UCF-101/ + ucfTrainTestlist/): --data, else $UCF3_ROOT, else the
+    ../shared slice; exits with how to build one when none is there."""
+    env = os.environ.get("UCF3_ROOT")
+    path = given or (Path(env) if env else SHARED_SLICE)
+    if not (path / "UCF-101").is_dir() or not (path / "ucfTrainTestlist").is_dir():
+        sys.exit(f"make real: no three-class UCF-101 slice at {path} (needs UCF-101/ and ucfTrainTestlist/).\n"
+                 "Build one from your UCF-101 download (README, 'Getting the data'):\n"
+                 "  csvr make-slice --ucf-root UCF-101 --lists ucfTrainTestlist --out data/ucf101_3cls\n"
+                 "then: UCF3_ROOT=data/ucf101_3cls make real")
+    return path.resolve()
 
 
 def csvr(*args: str) -> None:
@@ -126,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", nargs="*", choices=list(ROWS), help="rows to run (default: lif, or all with --ablation)")
     ap.add_argument("--seeds", nargs="*", type=int, help="default: 0, or 0 1 2 with --ablation")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "real")
+    ap.add_argument("--data", type=Path, default=None, help="the slice (default: $UCF3_ROOT, else ../shared's)")
     args, extra = ap.parse_known_args(argv)
+    data = slice_dir(args.data)
+    extra = [f"--data.root={data / 'UCF-101'}", f"--data.split_dir={data / 'ucfTrainTestlist'}", *extra]
     rows = args.rows or (list(ROWS) if args.ablation else ["lif"])
     seeds = args.seeds if args.seeds else (ABLATION_SEEDS if args.ablation else [0])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,8 @@ def _shapes(batch: dict, b: int, s: int, t: int = 2, size: int = 32) -> None:
 
 @pytest.fixture
 def ucf_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Two clips per class of the shared UCF-101 slice, official layout and list format."""
-    if not UCF.is_dir():
-        pytest.skip(f"{UCF} absent (shared UCF-101 slice)")
+    """Two clips per class, official layout and list format (real clips of the shared slice
+    when present, else generated: tests/videos_util.make_ucf_mini)."""
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
     return make_ucf_mini(tmp_path)[0]
 

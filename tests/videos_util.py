@@ -29,7 +29,8 @@ import numpy as np
 
 from csvr.data.encode import encode_video
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+# CSVR_NO_SHARED=1 hides ../shared: the suite then runs as on a fresh clone.
+SHARED = Path(__file__).resolve().parents[1] / ".." / ("shared-hidden" if os.environ.get("CSVR_NO_SHARED") else "shared")
 VIDEOS = SHARED / "videos"
 UCF = SHARED / "data" / "ucf101_3cls"
 
@@ -161,10 +162,35 @@ UCF_MINI_TEST = ["BabyCrawling/v_BabyCrawling_g10_c02.avi", "Punch/v_Punch_g10_c
                  "PushUps/v_PushUps_g11_c03.avi"]
 
 
+def make_ucf_download(base: str | os.PathLike, n_frames: int = 24) -> Path:
+    """A tiny UCF-101-shaped download made on the fly: `base/UCF-101/<Class>/v_<Class>_gGG_cCC.avi`
+    for the UCF_MINI_* clips plus one clip of group 3 per class (in neither split), each a
+    short MPEG-4 clip of a textured square moving in a class-specific direction."""
+    from csvr.data.encode import encode_video
+
+    root = Path(base) / "UCF-101"
+    shifts = {"BabyCrawling": (3, 0), "Punch": (0, 3), "PushUps": (-2, 2)}
+    extra = [f"{c}/v_{c}_g03_c01.avi" for c in shifts]
+    for i, rel in enumerate(UCF_MINI_TRAIN + UCF_MINI_TEST + extra):
+        frames = moving_square_frames(shifts[rel.split("/")[0]], n_frames, size=(96, 64), square=24,
+                                      start=(36, 20), seed=i)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        encode_video(frames, root / rel, width=96, height=64)
+    return root
+
+
 def make_ucf_mini(base: str | os.PathLike) -> tuple[Path, Path]:
-    """Link UCF_MINI_* from the shared slice into `base` in the official layout, with CRLF
-    list files: returns (base/UCF-101, base/ucfTrainTestlist)."""
+    """UCF_MINI_* in the official layout with CRLF list files: returns (base/UCF-101,
+    base/ucfTrainTestlist). Real clips linked from the shared slice when it is there;
+    otherwise a generated download (make_ucf_download) cut by `csvr make-slice`."""
     base = Path(base)
+    if not UCF.is_dir():
+        from csvr.data.slice import make_slice
+
+        download = make_ucf_download(base / "download")
+        make_slice(download, base, ["BabyCrawling", "Punch", "PushUps"], train_groups=list(range(15, 26)),
+                   test_groups=list(range(8, 15)))
+        return base / "UCF-101", base / "ucfTrainTestlist"
     root, lists = base / "UCF-101", base / "ucfTrainTestlist"
     for rel in UCF_MINI_TRAIN + UCF_MINI_TEST:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The batch contract between the data side and the model (DESIGN.md section 8): the stream
+"""The batch contract between the data side and the model (docs/design.md section 8): the stream
 names, the `Batch` type and `fold_views`, the one reshaping that both sides agree on."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Read I-frames, motion vectors and residuals of MPEG-4 Part 2 GOPs with PyAV (DESIGN.md 1, 7).
+"""Read I-frames, motion vectors and residuals of MPEG-4 Part 2 GOPs with PyAV (docs/design.md sections 1, 7).
 
 Only the requested GOP is decoded: the GOP table comes from packet key-frame flags (demux, no
 decoding); `CompressedVideo._decode` seeks to the GOP's key frame, decodes up to the last frame

@@ -1,6 +1,6 @@
 """LightningDataModules: UCF-101, HMDB-51, the synthetic motion set, and raw files to predict.
 
-Every module reads only prepared trees (DESIGN.md section 8): `prepare_data()` (run once per
+Every module reads only prepared trees (docs/design.md section 8): `prepare_data()` (run once per
 node by Lightning) makes or finds the prepared copy with `ensure_prepared`, and `setup()`
 finds that copy again by a pure path computation and fails clearly when it is missing.
 `num_classes` and `class_names` come from the split lists (or the synthetic config) and are

@@ -1,4 +1,4 @@
-"""Write RGB frames as MPEG-4 Part 2 with the CoViAR settings (DESIGN.md sections 1 and 7).
+"""Write RGB frames as MPEG-4 Part 2 with the CoViAR settings (docs/design.md sections 1 and 7).
 
 Every file written here has GOPs of `gop_size` frames (one I-frame then P-frames), no B-frames
 and a fixed quantiser, so `csvr.data.codec.CompressedVideo` can read it. Writes are atomic: the

@@ -4,7 +4,7 @@ All geometric transforms act on numpy arrays whose last two axes are (H, W) and 
 third-last axis is the channel: iframe [..., 3, H, W], mv [..., 2, H, W] (dx, dy in
 pixels), residual [..., 3, H, W]. One crop is applied to all three streams. Resizing is a
 nearest-neighbour index sample (two `np.take`), which is exact for the block-constant MVs
-and cheap on 2 cores (DESIGN.md section 7: per-sample `F.interpolate` in a loop is slow).
+and cheap on 2 cores (docs/design.md section 7: per-sample `F.interpolate` in a loop is slow).
 
 Because MVs are in pixels, resizing a crop of w x h pixels to `size` x `size` multiplies dx by
 size/w and dy by size/h; a horizontal flip mirrors x and negates dx.

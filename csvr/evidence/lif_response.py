@@ -115,10 +115,10 @@ def sweep(periods: list[int], taus: list[float], threshold: float, amplitude: fl
 def read_checkpoint_neuron(path: str | Path, stm: str = "mv", layer: int = 0) -> tuple[float | None, float]:
     """(tau or None, mean learnt threshold) of `stm_<stm>.layers.<layer>.neuron` in a
     Lightning checkpoint; tau only when it was learnt (learn_tau), else None."""
+    from csvr.checkpoint import load_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: pass the path of a .ckpt file written by `csvr fit`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)  # weights_only: a crafted file cannot run code
     state = ckpt.get("state_dict", ckpt)
     prefix = f"stm_{stm}.layers.{layer}.neuron."
     keys = [k for k in state if k.endswith(prefix + "threshold")]

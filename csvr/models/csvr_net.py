@@ -1,4 +1,4 @@
-"""CSVRNet: the whole network (DESIGN.md section 2, paper appendix section 3).
+"""CSVRNet: the whole network (docs/design.md section 2, paper appendix section 3).
 
     I-frame [B,K,3,H,W]    -> iframe_stem  -> [B*K,C,H/4,W/4] -\
     MV  [B,K,T,2,H,W]      -> stm_mv       -> [B*K,C,H/4,W/4] -+-> encoders -> tokens [B,M,K,16,D]
@@ -27,7 +27,7 @@ Tried by hand on torch 2.13 CPU (tiny, img_size 64, K=2, T=3; not in the tests):
 - ``torch.compile(net)`` works (no graph break errors, no recompiles across calls): cold start
   about 24 s on an idle core (minutes on a loaded machine), then about 2x faster than eager
   (0.033 s vs 0.07 s); logits differ from eager by about 2e-3 (fused arithmetic flips a few
-  spikes at the threshold). Kept out of CI (DESIGN.md section 8).
+  spikes at the threshold). Kept out of CI (docs/design.md section 8).
 """
 
 from __future__ import annotations

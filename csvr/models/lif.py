@@ -1,4 +1,4 @@
-"""LIF neuron with a learnt per-channel threshold (DESIGN.md sections 2 and 8).
+"""LIF neuron with a learnt per-channel threshold (docs/design.md sections 2 and 8).
 
 SpikingJelly 2.0.0's ``LIFNode`` only takes a float ``v_threshold`` (its fused op
 ``sj_lif::forward`` rejects an ``nn.Parameter``) and its ``store_v_seq`` keeps the potential

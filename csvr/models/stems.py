@@ -1,4 +1,4 @@
-"""I-frame stem and local spatial (patch) encoders (DESIGN.md section 2)."""
+"""I-frame stem and local spatial (patch) encoders (docs/design.md section 2)."""
 
 from __future__ import annotations
 

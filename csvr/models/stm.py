@@ -1,4 +1,4 @@
-"""Spiking Temporal Modulator (STM) and its dense ablations (DESIGN.md section 2).
+"""Spiking Temporal Modulator (STM) and its dense ablations (docs/design.md section 2).
 
 A P-frame stream [T, B, C_in, H, W] (motion vectors or residuals) goes through three layers
 with strides 2, 2, 1, so the output map is [B, C, H/4, W/4] like the I-frame stem's.

@@ -1,4 +1,4 @@
-"""Unified ViT encoder over all modalities and segments (DESIGN.md section 2).
+"""Unified ViT encoder over all modalities and segments (docs/design.md section 2).
 
 Tokens [B, M, K, N, D] (modality, segment, patch) get learned spatial (N), temporal (K) and
 modality (M) embeddings added (MM-ViT style, factorised), are flattened to [B, M*K*N, D] and go
