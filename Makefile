@@ -42,8 +42,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-# Formats in place; not part of lint until the whole tree has been formatted once.
 format: install
 	$(VENV)/bin/ruff format .
 

@@ -49,7 +49,7 @@ def source_clips(n: int, frames: int) -> list[list[np.ndarray]]:
     out = []
     for k in range(n):
         base = rng.integers(0, 256, (256 // 4, 700 // 4, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
-        out.append([base[:, (1 + k) * t % 300: (1 + k) * t % 300 + 340] for t in range(frames)])
+        out.append([base[:, (1 + k) * t % 300 : (1 + k) * t % 300 + 340] for t in range(frames)])
     return out
 
 
@@ -140,7 +140,7 @@ def extraction_ratio(paths: list[Path]) -> dict:
     base = timed(lambda: [plains[n].gop(i) for n, i in gops])
     out = {}
     for acc in (False, True):
-        t = timed(lambda: [videos[n].read_gop(i, num_p=11, accumulate=acc) for n, i in gops])
+        t = timed(lambda acc=acc: [videos[n].read_gop(i, num_p=11, accumulate=acc) for n, i in gops])
         out[f"b_gop_full_res_acc{int(acc)}_vs_plain"] = row(t[0] / base[0], "CPU ratio", "<= 2.0", t[1] / base[1])
     ref = timed(lambda: [videos[n].read_gop(i, num_p=11, accumulate=True, reference=True) for n, i in gops[:6]], 1)
     base6 = timed(lambda: [plains[n].gop(i) for n, i in gops[:6]], 1)
@@ -170,7 +170,7 @@ def sample_ratio(root: Path, rels: list[str]) -> dict:
     out = {}
     for t_p, size in ((4, 64), (4, 224), (11, 64), (11, 224)):
         ds = CompressedVideoDataset(root, items, num_segments=3, num_p=t_p, accumulate=True, img_size=size, train=True)
-        t = timed(lambda: [ds[(s % len(rels), s)] for s in seeds])
+        t = timed(lambda ds=ds: [ds[(s % len(rels), s)] for s in seeds])
         aim = {(4, 64): "<= 1.3", (4, 224): "<= 1.5"}.get((t_p, size), "info")
         out[f"c_sample_T{t_p}_{size}px_vs_plain"] = row(t[0] / base[0], "CPU ratio", aim, t[1] / base[1])
     out["c_plain_decode_ms_per_sample"] = row(1000 * base[0] / len(draws), "CPU ms", "info (170x128, 3 GOPs)")

@@ -29,8 +29,14 @@ CONFIG = REPO / "configs" / "ucf101_3cls.yaml"
 
 def _clips_per_s(ds: CompressedVideoDataset, workers: int, batches: int, batch_size: int = 8) -> float:
     sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=batch_size * (batches + 1))
-    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                        multiprocessing_context=WORKER_CONTEXT if workers else None)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        multiprocessing_context=WORKER_CONTEXT if workers else None,
+    )
     it = iter(loader)
     next(it)  # worker start-up (spawn, imports, kernel cache load) is not throughput
     start, n = time.perf_counter(), 0
@@ -53,7 +59,11 @@ def loader_rates() -> dict:
         for workers in (0, 1, 2):
             rate = _clips_per_s(ds, workers, batches=6)
             aim = ">= 15" if workers == 1 else "info"
-            out[f"d_loader_clips_per_s_workers{workers}"] = {"value": round(rate, 2), "unit": "clips/s (wall)", "aim": aim}
+            out[f"d_loader_clips_per_s_workers{workers}"] = {
+                "value": round(rate, 2),
+                "unit": "clips/s (wall)",
+                "aim": aim,
+            }
     return out
 
 
@@ -76,8 +86,9 @@ def fit_ratio(steps: int = 4) -> dict:
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = CSVRNet(dm.num_classes, img_size=data["img_size"], num_segments=data["num_segments"],
-                  **cfg["model"]["net"]["init_args"])
+    net = CSVRNet(
+        dm.num_classes, img_size=data["img_size"], num_segments=data["num_segments"], **cfg["model"]["net"]["init_args"]
+    )
     opt = torch.optim.AdamW(net.parameters(), **cfg["model"]["optimizer"]["init_args"])
 
     def step(batch: dict) -> None:
@@ -105,8 +116,11 @@ def fit_ratio(steps: int = 4) -> dict:
     torch.set_num_threads(old_threads)
     return {
         "e_fit_real_vs_memory": {"value": round(real / memory, 3), "unit": "wall ratio", "aim": "<= 1.3"},
-        "e_fit_steps_per_s_real": {"value": round(steps / real, 3), "unit": "steps/s",
-                                   "aim": f"info (batch 16, torch threads {threads})"},
+        "e_fit_steps_per_s_real": {
+            "value": round(steps / real, 3),
+            "unit": "steps/s",
+            "aim": f"info (batch 16, torch threads {threads})",
+        },
         "e_fit_steps_per_s_memory": {"value": round(steps / memory, 3), "unit": "steps/s", "aim": "info"},
     }
 

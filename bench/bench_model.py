@@ -58,18 +58,16 @@ def run(threads: int = 1, repeats: int = 2) -> dict[str, dict[str, object]]:
         net = CSVRNet(101, variant=variant, temporal=temporal).eval()
         ms, wall_ms = _latency_ms(net, batch, repeats)
         if temporal == "lif":
-            out[f"model/params_{variant}"] = {
-                "value": net.num_parameters(), "unit": "parameters", "aim": "lower"
-            }
+            out[f"model/params_{variant}"] = {"value": net.num_parameters(), "unit": "parameters", "aim": "lower"}
         if base_ms is None:
             base_ms = ms
-            out["model/latency_base_lif_cpu_ms"] = {"value": round(ms, 1), "unit": "CPU ms/video",
-                                                    "aim": "lower"}
-            out["model/latency_base_lif_wall_ms"] = {"value": round(wall_ms, 1),
-                                                     "unit": "ms/video", "aim": "lower"}
+            out["model/latency_base_lif_cpu_ms"] = {"value": round(ms, 1), "unit": "CPU ms/video", "aim": "lower"}
+            out["model/latency_base_lif_wall_ms"] = {"value": round(wall_ms, 1), "unit": "ms/video", "aim": "lower"}
         else:
             out[f"model/latency_{variant}_{temporal}_vs_base_lif"] = {
-                "value": round(ms / base_ms, 3), "unit": "ratio", "aim": "lower"
+                "value": round(ms / base_ms, 3),
+                "unit": "ratio",
+                "aim": "lower",
             }
         del net
     return out

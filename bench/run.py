@@ -52,13 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     load = meta["load_1min_before_after"]
-    table = Table(title=f"csvr bench ({meta['machine']}, {meta['cpus']} CPUs, load {load[0]} -> {load[1]}) -> {args.out}")
+    table = Table(
+        title=f"csvr bench ({meta['machine']}, {meta['cpus']} CPUs, load {load[0]} -> {load[1]}) -> {args.out}"
+    )
     for col in ("benchmark", "value", "unit", "wall ratio", "aim"):
         table.add_column(col, no_wrap=col == "benchmark")
     for name, row in results.items():
         v = row["value"]
-        table.add_row(name, f"{v:.3f}" if isinstance(v, float) else str(v), row.get("unit", ""),
-                      str(row.get("wall_ratio", "")), str(row.get("aim", "")))
+        table.add_row(
+            name,
+            f"{v:.3f}" if isinstance(v, float) else str(v),
+            row.get("unit", ""),
+            str(row.get("wall_ratio", "")),
+            str(row.get("aim", "")),
+        )
     Console(width=150).print(table)
     return 0
 

@@ -49,9 +49,7 @@ class FiringRateEnergyCallback(Callback):
         for key, value in self.last_metrics.items():
             pl_module.log(key, float(value), sync_dist=True, batch_size=1, **kw)
 
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
         if step % self.every_n_steps or step == self._last_step:
             return
@@ -62,7 +60,11 @@ class FiringRateEnergyCallback(Callback):
         self._val_batches = []
 
     def on_validation_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         if not trainer.sanity_checking and dataloader_idx == 0 and batch_idx < self.num_batches:

@@ -30,7 +30,9 @@ def load_checkpoint(path: str | os.PathLike, option: str = "--ckpt_path") -> dic
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{option}: checkpoint {path} not found: pass the path of a .ckpt file written by `csvr fit`")
+        raise FileNotFoundError(
+            f"{option}: checkpoint {path} not found: pass the path of a .ckpt file written by `csvr fit`"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -15,9 +15,9 @@ or to the project's own subcommands (`SUBCOMMANDS`).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
-import os
 
 # subcommand -> "module:function" taking argv and returning an exit status
 SUBCOMMANDS: dict[str, tuple[str, str]] = {

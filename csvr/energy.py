@@ -43,8 +43,10 @@ E_AC = 0.9e-12  # J per 32-bit float accumulate, 45 nm (Horowitz, ISSCC 2014)
 aten = torch.ops.aten
 _MATMUL = {aten.mm.default: 0, aten.addmm.default: 1, aten.bmm.default: 0, aten.baddbmm.default: 1}
 _SDPA = {  # fused attention kernels: (q, k, v) are the first three arguments
-    "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
     "_scaled_dot_product_fused_attention_overrideable",
 }
 
@@ -188,11 +190,15 @@ class EnergyReport:
             m[f"silent_fraction/{name}"] = s.silent
         for name, f in self.input_nonzero.items():
             m[f"input_nonzero/{name}"] = f
-        m.update({
-            "energy/total_J": self.energy_J, "energy/snn_J": self.snn_J,
-            "energy/ann_J": self.ann_J, "energy/ratio_vs_ann": self.ratio_vs_ann,
-            "energy/all_compute_J": self.energy_all_compute_J,
-        })
+        m.update(
+            {
+                "energy/total_J": self.energy_J,
+                "energy/snn_J": self.snn_J,
+                "energy/ann_J": self.ann_J,
+                "energy/ratio_vs_ann": self.ratio_vs_ann,
+                "energy/all_compute_J": self.energy_all_compute_J,
+            }
+        )
         return m
 
 
@@ -280,6 +286,7 @@ class EnergyCounter(TorchDispatchMode):
                 acc = self.acc[self._conv_out[_ptr(x)][1]]
                 acc.drives_neuron = True
                 acc.T = self._step_T.get(name, 1)
+
         return hook
 
     def _post(self, mod: nn.Module):
@@ -292,6 +299,7 @@ class EnergyCounter(TorchDispatchMode):
                     self._conv_out[_ptr(out)] = (out, self._conv_out[_ptr(x)][1])
             if isinstance(mod, BaseNode) and torch.is_tensor(out):
                 self._record_spikes(mod, out)
+
         return hook
 
     def _record_spikes(self, mod: BaseNode, out: torch.Tensor) -> None:
@@ -356,7 +364,8 @@ class EnergyCounter(TorchDispatchMode):
             groups.setdefault((where, op), []).append(a)
         named = [  # one row per fan-in; several in one module (e.g. QK^T and AV) are numbered
             (f"{where}:{i}" if len(accs) > 1 else where, op, a)
-            for (where, op), accs in groups.items() for i, a in enumerate(accs)
+            for (where, op), accs in groups.items()
+            for i, a in enumerate(accs)
         ]
         for name, op, a in named:
             f = a.nnz / a.numel if a.numel else 0.0
@@ -366,11 +375,11 @@ class EnergyCounter(TorchDispatchMode):
                 input_nonzero[name] = f
             m = a.out * scale / a.T
             ops = a.T * m * a.C * (f if kind == "AC" else 1.0)
-            layers.append(LayerCount(name, op, kind, m, a.C, a.T, f, ops,
-                                     ops * (E_AC if kind == "AC" else E_MAC)))
+            layers.append(LayerCount(name, op, kind, m, a.C, a.T, f, ops, ops * (E_AC if kind == "AC" else E_MAC)))
         neurons = {
             n: NeuronStats(s.spikes / s.numel, 1.0 - float(s.fired.double().mean()), s.T)
-            for n, s in self.neurons.items() if s.numel
+            for n, s in self.neurons.items()
+            if s.numel
         }
         return EnergyReport(layers, neurons, input_nonzero)
 
@@ -513,26 +522,26 @@ class Baseline:
 # - The other rows carry figures from secondary tables that we could not check against the
 #   papers themselves (no access while writing): shown, marked unverified, not in the headline.
 BASELINES: tuple[Baseline, ...] = (
-    Baseline("CoViAR", 14.9, Protocol(25, 10), "segment",
-             "Wu et al. CVPR 2018; GMACs: He et al. CVPR 2016 Table 1 p.5; protocol: "
-             "chaoyuaw/pytorch-coviar test.py", verified=True),
+    Baseline(
+        "CoViAR",
+        14.9,
+        Protocol(25, 10),
+        "segment",
+        "Wu et al. CVPR 2018; GMACs: He et al. CVPR 2016 Table 1 p.5; protocol: chaoyuaw/pytorch-coviar test.py",
+        verified=True,
+    ),
     # Shou et al., CVPR 2019: CoViAR's nets + DMC generator + ResNet-18 on the generated cue;
     # ~14.9 + 1.8 + ~0.8 GMACs per segment; protocol assumed as CoViAR's. UNVERIFIED.
-    Baseline("DMC-Net", 17.5, Protocol(25, 10), "segment",
-             "Shou et al. CVPR 2019 (GMACs and protocol unverified)"),
+    Baseline("DMC-Net", 17.5, Protocol(25, 10), "segment", "Shou et al. CVPR 2019 (GMACs and protocol unverified)"),
     # Battash et al., CVPRW 2020 (MFCD-Net): ~8.8 GMACs per 16-frame clip, 10 clips. UNVERIFIED.
-    Baseline("MFCD-Net", 8.8, Protocol(10, 1), "clip",
-             "Battash et al. CVPRW 2020 (GMACs and protocol unverified)"),
+    Baseline("MFCD-Net", 8.8, Protocol(10, 1), "clip", "Battash et al. CVPRW 2020 (GMACs and protocol unverified)"),
     # Chen & Ho, WACV 2022 (MM-ViT): ~1,800 GMACs per clip, 1 clip x 3 crops. UNVERIFIED.
-    Baseline("MM-ViT", 1800.0, Protocol(1, 3), "clip",
-             "Chen & Ho WACV 2022 (GMACs and protocol unverified)"),
+    Baseline("MM-ViT", 1800.0, Protocol(1, 3), "clip", "Chen & Ho WACV 2022 (GMACs and protocol unverified)"),
     # Carreira & Zisserman, CVPR 2017 (I3D RGB): 108 GMACs per 64-frame clip as tabulated in
     # later work (Feichtenhofer, X3D, CVPR 2020); 10 clips. UNVERIFIED.
-    Baseline("I3D", 108.0, Protocol(10, 1), "clip",
-             "Carreira & Zisserman CVPR 2017 via X3D CVPR 2020 (unverified)"),
+    Baseline("I3D", 108.0, Protocol(10, 1), "clip", "Carreira & Zisserman CVPR 2017 via X3D CVPR 2020 (unverified)"),
     # Arnab et al., ICCV 2021 (ViViT-B/16x2 FE): 284 GMACs per clip, 4 x 3 views. UNVERIFIED.
-    Baseline("ViViT-B FE", 284.0, Protocol(4, 3), "clip",
-             "Arnab et al. ICCV 2021 (GMACs and protocol unverified)"),
+    Baseline("ViViT-B FE", 284.0, Protocol(4, 3), "clip", "Arnab et al. ICCV 2021 (GMACs and protocol unverified)"),
 )
 
 # The paper's own figures (Das Biswas et al.): 0.73 J per video and 330x lower cost than
@@ -554,33 +563,49 @@ def comparison_rows(
     rows = []
     for b in baselines:
         same = per_view_J * b.protocol.views(k) if b.unit == "segment" else None
-        rows.append({
-            "name": b.name, "protocol": b.protocol.describe(b.unit), "unit": b.unit,
-            "gmacs_per_view": b.gmacs_per_view, "views": b.views,
-            "energy_per_view_J": b.energy_per_view_J, "energy_J": b.energy_J,
-            "csvr_same_J": same, "ratio_same": b.energy_J / same if same else None,
-            "ratio_mixed": b.energy_J / own if own else None,
-            "verified": b.verified, "source": b.source,
-        })
+        rows.append(
+            {
+                "name": b.name,
+                "protocol": b.protocol.describe(b.unit),
+                "unit": b.unit,
+                "gmacs_per_view": b.gmacs_per_view,
+                "views": b.views,
+                "energy_per_view_J": b.energy_per_view_J,
+                "energy_J": b.energy_J,
+                "csvr_same_J": same,
+                "ratio_same": b.energy_J / same if same else None,
+                "ratio_mixed": b.energy_J / own if own else None,
+                "verified": b.verified,
+                "source": b.source,
+            }
+        )
     return rows
 
 
-def baseline_rows(
-    reference_J: float, baselines: Iterable[Baseline] = BASELINES
-) -> list[dict[str, Any]]:
+def baseline_rows(reference_J: float, baselines: Iterable[Baseline] = BASELINES) -> list[dict[str, Any]]:
     """JSON rows: name, gmacs_per_view, views, energy_J, ratio (= their energy / reference_J)."""
     return [
-        {"name": b.name, "gmacs_per_view": b.gmacs_per_view, "views": b.views,
-         "protocol": b.protocol.describe(b.unit), "energy_J": b.energy_J,
-         "ratio": b.energy_J / reference_J if reference_J else None,
-         "verified": b.verified, "source": b.source}
+        {
+            "name": b.name,
+            "gmacs_per_view": b.gmacs_per_view,
+            "views": b.views,
+            "protocol": b.protocol.describe(b.unit),
+            "energy_J": b.energy_J,
+            "ratio": b.energy_J / reference_J if reference_J else None,
+            "verified": b.verified,
+            "source": b.source,
+        }
         for b in baselines
     ]
 
 
 def report_json(
-    report: EnergyReport, baselines: Iterable[Baseline] = BASELINES, *,
-    k: int | None = None, protocol: Protocol | None = None, meta: Mapping[str, Any] | None = None,
+    report: EnergyReport,
+    baselines: Iterable[Baseline] = BASELINES,
+    *,
+    k: int | None = None,
+    protocol: Protocol | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``csvr energy --json`` document (energy per video; paper convention in energy_J).
 
@@ -588,16 +613,19 @@ def report_json(
     ``comparison``: every baseline at its own and at csvr's protocol.
     """
     doc: dict[str, Any] = {
-        "layers": report.layer_dicts(), "totals": report.totals(),
-        "parts": {"paper_J": report.by_part(False), "all_compute_J": report.by_part(True),
-                  "snn_J": report.snn_by_part()},
+        "layers": report.layer_dicts(),
+        "totals": report.totals(),
+        "parts": {
+            "paper_J": report.by_part(False),
+            "all_compute_J": report.by_part(True),
+            "snn_J": report.snn_by_part(),
+        },
         "firing": {n: asdict(s) for n, s in report.neurons.items()},
         "input_nonzero": dict(report.input_nonzero),
         "baselines": baseline_rows(report.energy_J, baselines),
     }
     if k is not None and protocol is not None:
-        doc["protocol"] = {"segments": protocol.segments, "crops": protocol.crops, "K": k,
-                           "views": protocol.views(k)}
+        doc["protocol"] = {"segments": protocol.segments, "crops": protocol.crops, "K": k, "views": protocol.views(k)}
         doc["comparison"] = comparison_rows(report.energy_per_view_J, k, protocol, baselines)
     if meta:
         doc["meta"] = dict(meta)

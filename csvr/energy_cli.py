@@ -30,8 +30,14 @@ from rich.console import Console
 from rich.table import Table
 
 from csvr.energy import (
-    BASELINES, PAPER_ENERGY_J, PART_ORDER, EnergyReport, Protocol, calibrate_bn, comparison_rows,
-    count_energy, report_json,
+    PAPER_ENERGY_J,
+    PART_ORDER,
+    EnergyReport,
+    Protocol,
+    calibrate_bn,
+    comparison_rows,
+    count_energy,
+    report_json,
 )
 
 
@@ -42,8 +48,13 @@ def views_per_video(datamodule: Any, k: int) -> int:
 
 
 def synthetic_batch(
-    videos: int, segments: int, num_p: int, img_size: int, seed: int = 0,
-    moving: float = 0.7, residual: float = 0.7,
+    videos: int,
+    segments: int,
+    num_p: int,
+    img_size: int,
+    seed: int = 0,
+    moving: float = 0.7,
+    residual: float = 0.7,
 ) -> dict:
     """Contract-shaped batch [videos, segments, ...] with codec-like sparsity.
 
@@ -61,8 +72,7 @@ def synthetic_batch(
     nb = -(-h // 16)
 
     def blocks(p: float, ch: int, scale: float) -> torch.Tensor:
-        on = (torch.rand(n, s, t, 1, nb, nb, generator=g) < p) * torch.randn(
-            n, s, t, ch, nb, nb, generator=g) * scale
+        on = (torch.rand(n, s, t, 1, nb, nb, generator=g) < p) * torch.randn(n, s, t, ch, nb, nb, generator=g) * scale
         return on.repeat_interleave(16, -1).repeat_interleave(16, -2)[..., :h, :h]
 
     residual_on = blocks(residual, 1, 1.0) != 0
@@ -83,8 +93,7 @@ def protocol_of(datamodule: Any, k: int) -> Protocol:
 
 def has_data(datamodule: Any) -> bool:
     root = getattr(datamodule, "root", None)
-    return (not getattr(datamodule, "missing_data", False) and root is not None
-            and Path(root).exists())
+    return not getattr(datamodule, "missing_data", False) and root is not None and Path(root).exists()
 
 
 def energy_batches(datamodule: Any, net: torch.nn.Module, num_batches: int) -> tuple[list, str]:
@@ -99,20 +108,24 @@ def energy_batches(datamodule: Any, net: torch.nn.Module, num_batches: int) -> t
         n = len(loader.dataset)
         want = min(n, num_batches * per_batch)  # videos spread evenly over the (class-sorted) list
         idx = sorted({round(i * (n - 1) / max(1, want - 1)) for i in range(want)})
-        sub = torch.utils.data.DataLoader(torch.utils.data.Subset(loader.dataset, idx),
-                                          batch_size=per_batch, collate_fn=loader.collate_fn)
+        sub = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(loader.dataset, idx), batch_size=per_batch, collate_fn=loader.collate_fn
+        )
         batches = [b for b in sub if b["label"].numel()]
         if batches:
             ids = [v for b in batches for v in b["video_id"]]
-            return batches, (f"{len(ids)} test video(s) of {root} (prepared copy "
-                             f"{getattr(datamodule, 'data_root', '?')}): {', '.join(map(str, ids))}")
+            return batches, (
+                f"{len(ids)} test video(s) of {root} (prepared copy "
+                f"{getattr(datamodule, 'data_root', '?')}): {', '.join(map(str, ids))}"
+            )
     k = int(net.num_segments)
     segments = views_per_video(datamodule, k) * k
     num_p = int(getattr(datamodule, "num_p", 11) or 11)
-    batches = [synthetic_batch(1, segments, num_p, int(net.img_size), seed=i)
-               for i in range(num_batches)]
-    return batches, (f"SYNTHETIC batches: dataset {root!s} not found; {num_batches} random "
-                     f"video(s) with codec-like sparsity ({segments} segments, T={num_p})")
+    batches = [synthetic_batch(1, segments, num_p, int(net.img_size), seed=i) for i in range(num_batches)]
+    return batches, (
+        f"SYNTHETIC batches: dataset {root!s} not found; {num_batches} random "
+        f"video(s) with codec-like sparsity ({segments} segments, T={num_p})"
+    )
 
 
 def train_batches(datamodule: Any, num_batches: int) -> tuple[list, str]:
@@ -121,7 +134,8 @@ def train_batches(datamodule: Any, num_batches: int) -> tuple[list, str]:
         raise FileNotFoundError(
             f"--calibrate-bn needs real training clips but the dataset "
             f"{getattr(datamodule, 'root', None)} is missing: point --data.root/--data.split_dir "
-            "at a dataset, or drop --calibrate-bn")
+            "at a dataset, or drop --calibrate-bn"
+        )
     datamodule.prepare_data()
     datamodule.setup("fit")
     batches = []
@@ -147,7 +161,7 @@ def measure_videos(net: torch.nn.Module, batches: list[dict], memory: bool = Tru
         folded, _ = fold_views(batch, k)
         videos += int(batch["label"].shape[0])
         n = next(folded[s] for s in streams if s in folded).shape[0]
-        chunks += [{s: folded[s][i:i + 1] for s in streams if s in folded} for i in range(n)]
+        chunks += [{s: folded[s][i : i + 1] for s in streams if s in folded} for i in range(n)]
     report = count_energy(net, chunks, num_samples=videos, memory=memory)
     report.views = len(chunks) // videos
     return report
@@ -159,8 +173,14 @@ def variant_net(net: torch.nn.Module, variant: str) -> torch.nn.Module:
 
     if getattr(net, "variant", None) == variant:
         return net
-    return CSVRNet(net.num_classes, variant=variant, temporal=net.temporal,
-                   img_size=net.img_size, num_segments=net.num_segments, modalities=net.modalities)
+    return CSVRNet(
+        net.num_classes,
+        variant=variant,
+        temporal=net.temporal,
+        img_size=net.img_size,
+        num_segments=net.num_segments,
+        modalities=net.modalities,
+    )
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -182,8 +202,10 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"cannot read checkpoint {path}: {err}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'): give the "
-                         "last.ckpt or best-*.ckpt that `csvr fit` wrote")
+        raise ValueError(
+            f"{path} is not a Lightning checkpoint (no 'state_dict'): give the "
+            "last.ckpt or best-*.ckpt that `csvr fit` wrote"
+        )
     module.load_state_dict(ckpt["state_dict"])
 
 
@@ -197,8 +219,18 @@ def layer_table(report: EnergyReport, title: str) -> Table:
         table.add_column(col, justify="left" if col in ("layer", "op", "kind") else "right")
     for l in report.layers:
         style = None if l.op == "conv" else "dim"  # not in the paper's convention
-        table.add_row(l.name, l.op, l.kind, _fmt(l.M), str(l.C), str(l.T), f"{l.F:.3f}",
-                      f"{l.ops:.3e}", f"{l.energy_J:.3e}", style=style)
+        table.add_row(
+            l.name,
+            l.op,
+            l.kind,
+            _fmt(l.M),
+            str(l.C),
+            str(l.T),
+            f"{l.F:.3f}",
+            f"{l.ops:.3e}",
+            f"{l.energy_J:.3e}",
+            style=style,
+        )
     return table
 
 
@@ -222,12 +254,17 @@ def totals_table(reports: dict[str, EnergyReport], protocol: Protocol, k: int) -
     ]
     for label, fn, fmt in rows:
         table.add_row(label, *(fmt.format(v) for v in both(fn)))
-    table.add_row("energy, SpikingJelly simple + memory (J)", *(
-        "-" if r.energy_with_memory_J is None else f"{v:.4g}"
-        for r in reports.values()
-        for v in ((r.energy_with_memory_J or 0) / r.views, r.energy_with_memory_J or 0)))
-    table.add_row("ratio vs the same net as dense ANN",
-                  *(f"{r.ratio_vs_ann:.2f}x" for r in reports.values() for _ in (0, 1)))
+    table.add_row(
+        "energy, SpikingJelly simple + memory (J)",
+        *(
+            "-" if r.energy_with_memory_J is None else f"{v:.4g}"
+            for r in reports.values()
+            for v in ((r.energy_with_memory_J or 0) / r.views, r.energy_with_memory_J or 0)
+        ),
+    )
+    table.add_row(
+        "ratio vs the same net as dense ANN", *(f"{r.ratio_vs_ann:.2f}x" for r in reports.values() for _ in (0, 1))
+    )
     return table
 
 
@@ -245,8 +282,9 @@ def parts_table(reports: dict[str, EnergyReport]) -> Table:
             cells.append(f"{paper[part]:.3g} ({100 * paper[part] / r.energy_J:.1f}%)")
             cells.append(f"{allc[part]:.3g} ({100 * allc[part] / r.energy_all_compute_J:.1f}%)")
         table.add_row(part, *cells)
-    table.add_row("total", *(f"{v:.4g}" for r in reports.values()
-                             for v in (r.energy_J, r.energy_all_compute_J)), style="bold")
+    table.add_row(
+        "total", *(f"{v:.4g}" for r in reports.values() for v in (r.energy_J, r.energy_all_compute_J)), style="bold"
+    )
     return table
 
 
@@ -262,34 +300,59 @@ def firing_table(report: EnergyReport) -> Table:
 
 
 def baseline_table(report: EnergyReport, name: str, k: int, protocol: Protocol) -> Table:
-    table = Table(title=f"Prior art vs csvr {name} (dense MACs x 4.6 pJ; sources in "
-                        "csvr/energy.py; * = unverified, not in the headline)")
-    for col in ("model", "protocol", "GMACs/view", "J/view", "J/video",
-                "csvr J/video, same protocol", "ratio, same protocol",
-                f"ratio vs csvr at {protocol}"):
+    table = Table(
+        title=f"Prior art vs csvr {name} (dense MACs x 4.6 pJ; sources in "
+        "csvr/energy.py; * = unverified, not in the headline)"
+    )
+    for col in (
+        "model",
+        "protocol",
+        "GMACs/view",
+        "J/view",
+        "J/video",
+        "csvr J/video, same protocol",
+        "ratio, same protocol",
+        f"ratio vs csvr at {protocol}",
+    ):
         table.add_column(col, justify="left" if col in ("model", "protocol") else "right")
-    table.add_row(f"csvr {name}", f"{protocol} (K={k})", "-", f"{report.energy_per_view_J:.3g}",
-                  f"{report.energy_J:.3g}", "-", "-", "-", style="bold")
+    table.add_row(
+        f"csvr {name}",
+        f"{protocol} (K={k})",
+        "-",
+        f"{report.energy_per_view_J:.3g}",
+        f"{report.energy_J:.3g}",
+        "-",
+        "-",
+        "-",
+        style="bold",
+    )
     for r in comparison_rows(report.energy_per_view_J, k, protocol):
-        table.add_row(r["name"] + ("" if r["verified"] else " *"), r["protocol"],
-                      f"{r['gmacs_per_view']:g}", f"{r['energy_per_view_J']:.3g}",
-                      f"{r['energy_J']:.3g}",
-                      "-" if r["csvr_same_J"] is None else f"{r['csvr_same_J']:.3g}",
-                      "-" if r["ratio_same"] is None else f"{r['ratio_same']:.1f}x",
-                      f"{r['ratio_mixed']:.1f}x")
+        table.add_row(
+            r["name"] + ("" if r["verified"] else " *"),
+            r["protocol"],
+            f"{r['gmacs_per_view']:g}",
+            f"{r['energy_per_view_J']:.3g}",
+            f"{r['energy_J']:.3g}",
+            "-" if r["csvr_same_J"] is None else f"{r['csvr_same_J']:.3g}",
+            "-" if r["ratio_same"] is None else f"{r['ratio_same']:.1f}x",
+            f"{r['ratio_mixed']:.1f}x",
+        )
     return table
 
 
 def headline(report: EnergyReport, name: str, k: int, protocol: Protocol) -> str:
     """One sentence: the verified same-protocol ratio, and the mixed-protocol one beside it."""
-    rows = [r for r in comparison_rows(report.energy_per_view_J, k, protocol)
-            if r["verified"] and r["ratio_same"]]
-    text = (f"csvr {name}: {report.energy_per_view_J:.3g} J per view, {report.energy_J:.3g} J per "
-            f"video at {protocol} (paper convention; the paper reports {PAPER_ENERGY_J} J/video).")
+    rows = [r for r in comparison_rows(report.energy_per_view_J, k, protocol) if r["verified"] and r["ratio_same"]]
+    text = (
+        f"csvr {name}: {report.energy_per_view_J:.3g} J per view, {report.energy_J:.3g} J per "
+        f"video at {protocol} (paper convention; the paper reports {PAPER_ENERGY_J} J/video)."
+    )
     for r in rows:
-        text += (f" {r['name']} at its own protocol ({r['protocol']}) costs {r['energy_J']:.3g} J, "
-                 f"csvr at that same protocol {r['csvr_same_J']:.3g} J: {r['ratio_same']:.1f}x "
-                 f"(against csvr at {protocol}, mixed protocols: {r['ratio_mixed']:.1f}x).")
+        text += (
+            f" {r['name']} at its own protocol ({r['protocol']}) costs {r['energy_J']:.3g} J, "
+            f"csvr at that same protocol {r['csvr_same_J']:.3g} J: {r['ratio_same']:.1f}x "
+            f"(against csvr at {protocol}, mixed protocols: {r['ratio_mixed']:.1f}x)."
+        )
     return text
 
 
@@ -311,16 +374,19 @@ def plot(reports: dict[str, EnergyReport], path: Path, k: int, protocol: Protoco
             share = 100 * parts[p] / total
             ax1.bar(j, share, bottom=bottom, color=colors[i], label=p if j == 0 else None)
             if share >= 3:
-                ax1.text(j, bottom + share / 2, f"{p} {share:.0f}%", ha="center", va="center",
-                         fontsize=7)
+                ax1.text(j, bottom + share / 2, f"{p} {share:.0f}%", ha="center", va="center", fontsize=7)
             elif p == "STM":  # the share the paper calls negligible: always written out
-                ax1.annotate(f"STM {share:.2f}%", (j + 0.4, bottom + share / 2),
-                             xytext=(j + 0.42, bottom + 6), fontsize=7, color="tab:orange",
-                             arrowprops={"arrowstyle": "-", "color": "tab:orange"})
+                ax1.annotate(
+                    f"STM {share:.2f}%",
+                    (j + 0.4, bottom + share / 2),
+                    xytext=(j + 0.42, bottom + 6),
+                    fontsize=7,
+                    color="tab:orange",
+                    arrowprops={"arrowstyle": "-", "color": "tab:orange"},
+                )
             bottom += share
         ax1.text(j, 101, f"{total:.3g} J", ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks(range(len(cols)), [f"{n}\n{'all compute' if a else 'paper conv.'}"
-                                      for n, a in cols], fontsize=8)
+    ax1.set_xticks(range(len(cols)), [f"{n}\n{'all compute' if a else 'paper conv.'}" for n, a in cols], fontsize=8)
     ax1.set_ylim(0, 110)
     ax1.set_ylabel("% of energy per video")
     ax1.set_title(f"csvr: where the energy goes ({protocol}, K={k})")
@@ -338,13 +404,19 @@ def plot(reports: dict[str, EnergyReport], path: Path, k: int, protocol: Protoco
             names.append(f"csvr {n}\n{c['protocol']}")
             values.append(c["csvr_same_J"])
             hatches.append("")
-    bars = ax2.bar(range(len(names)), values,
-                   color=["tab:gray"] * len(rows) + ["tab:blue"] * (len(names) - len(rows)))
+    bars = ax2.bar(range(len(names)), values, color=["tab:gray"] * len(rows) + ["tab:blue"] * (len(names) - len(rows)))
     for b, h in zip(bars, hatches):
         b.set_hatch(h)
     ax2.axhline(PAPER_ENERGY_J, color="tab:red", ls="--", lw=1)
-    ax2.text(len(names) - 0.5, PAPER_ENERGY_J, f"paper {PAPER_ENERGY_J} J", color="tab:red",
-             ha="right", va="bottom", fontsize=7)
+    ax2.text(
+        len(names) - 0.5,
+        PAPER_ENERGY_J,
+        f"paper {PAPER_ENERGY_J} J",
+        color="tab:red",
+        ha="right",
+        va="bottom",
+        fontsize=7,
+    )
     ax2.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
     ax2.set_yscale("log")
     ax2.set_ylabel("J per video (compute, 45 nm; paper conv.)")
@@ -365,22 +437,34 @@ def write_json(doc: dict, path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="csvr energy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="csvr energy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     p.add_argument("--config", action="append", required=True, help="fit config YAML (repeatable)")
     p.add_argument("--ckpt_path", help="checkpoint whose weights to count (default: untrained)")
-    p.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
-                   help="re-estimate BatchNorm statistics on N real training batches first "
-                        "(precise-BN; for untrained weights; needs the dataset)")
+    p.add_argument(
+        "--calibrate-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-estimate BatchNorm statistics on N real training batches first "
+        "(precise-BN; for untrained weights; needs the dataset)",
+    )
     p.add_argument("--json", type=Path, help="write layers, parts, totals and prior art as JSON")
     p.add_argument("--plot", type=Path, help="write the breakdown and prior-art chart (PNG)")
     p.add_argument("--batches", type=int, default=2, help="test batches to run (default 2)")
-    p.add_argument("--no-memory", action="store_true",
-                   help="skip SpikingJelly's memory-inclusive estimate (one forward less)")
+    p.add_argument(
+        "--no-memory", action="store_true", help="skip SpikingJelly's memory-inclusive estimate (one forward less)"
+    )
     p.add_argument("--layers", action="store_true", help="print the per-layer table")
-    p.add_argument("--variant-compare", action="store_true",
-                   help="also count the base and L variants (untrained unless the config's)")
+    p.add_argument(
+        "--variant-compare",
+        action="store_true",
+        help="also count the base and L variants (untrained unless the config's)",
+    )
     return p.parse_known_args(argv)
 
 
@@ -390,8 +474,10 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console() if sys.stdout.isatty() else Console(width=160)  # no wrapping in logs
     if args.ckpt_path and not Path(args.ckpt_path).is_file():
-        console.print(f"[red]checkpoint {args.ckpt_path} not found: give the path of a .ckpt "
-                      "file (e.g. outputs/<run>/checkpoints/last.ckpt)[/red]")
+        console.print(
+            f"[red]checkpoint {args.ckpt_path} not found: give the path of a .ckpt "
+            "file (e.g. outputs/<run>/checkpoints/last.ckpt)[/red]"
+        )
         return 2
     module, datamodule, note = load_objects(args.config, overrides)
     if note:
@@ -424,25 +510,33 @@ def main(argv: list[str] | None = None) -> int:
         bn_note = f"BatchNorm statistics re-estimated (precise-BN) on {calib_src}"
     batches, source = energy_batches(datamodule, net, args.batches)
     console.print(f"[bold]weights:[/bold] {weights}; {bn_note}")
-    console.print(f"[bold]data:[/bold] {source}; protocol {protocol} = "
-                  f"{views_per_video(datamodule, k)} views of K={k} per video")
+    console.print(
+        f"[bold]data:[/bold] {source}; protocol {protocol} = {views_per_video(datamodule, k)} views of K={k} per video"
+    )
     reports = {n: measure_videos(m, batches, memory=not args.no_memory) for n, m in nets.items()}
     name, report = next(iter(reports.items()))
     if args.layers:
-        console.print(layer_table(report, f"{name}: operations per video (dim rows: not in the "
-                                          "paper's convolutions-only figure)"))
+        console.print(
+            layer_table(report, f"{name}: operations per video (dim rows: not in the paper's convolutions-only figure)")
+        )
     console.print(firing_table(report))
     console.print(parts_table(reports))
     console.print(totals_table(reports, protocol, k))
     console.print(baseline_table(report, name, k, protocol))
     console.print(headline(report, name, k, protocol))
-    meta = {"weights": weights, "batchnorm": bn_note, "data": source, "config": args.config,
-            "overrides": overrides, "variant": name, "img_size": int(net.img_size)}
+    meta = {
+        "weights": weights,
+        "batchnorm": bn_note,
+        "data": source,
+        "config": args.config,
+        "overrides": overrides,
+        "variant": name,
+        "img_size": int(net.img_size),
+    }
     if args.json:
         doc = report_json(report, k=k, protocol=protocol, meta=meta)
         if len(reports) > 1:
-            doc["variants"] = {n: report_json(r, k=k, protocol=protocol)
-                               for n, r in reports.items() if n != name}
+            doc["variants"] = {n: report_json(r, k=k, protocol=protocol) for n, r in reports.items() if n != name}
         write_json(doc, args.json)
         console.print(f"wrote {args.json}")
     if args.plot:

@@ -173,8 +173,10 @@ def limit_cpu_threads(cfg: Any) -> int | None:
     import torch
 
     accel = str(cfg.trainer.get("accelerator") or "auto")
-    if "OMP_NUM_THREADS" in os.environ or accel in ("gpu", "cuda", "mps") or (
-        accel == "auto" and torch.cuda.is_available()
+    if (
+        "OMP_NUM_THREADS" in os.environ
+        or accel in ("gpu", "cuda", "mps")
+        or (accel == "auto" and torch.cuda.is_available())
     ):
         return None
     data = cfg.get("data")

@@ -88,9 +88,11 @@ class CSVRLitModule(LightningModule):
     def setup(self, stage: str) -> None:
         """Check the data options the model depends on, before any batch is read."""
         dm = getattr(self.trainer, "datamodule", None)
-        checks = (("num_p", lambda v: v is None or v >= 1, "must be >= 1 (P-frames per segment, T)"),
-                  ("num_segments", lambda v: v >= 1, "must be >= 1 (segments per video, K)"),
-                  ("test_crops", lambda v: v in (1, 3), "must be 1 or 3"))
+        checks = (
+            ("num_p", lambda v: v is None or v >= 1, "must be >= 1 (P-frames per segment, T)"),
+            ("num_segments", lambda v: v >= 1, "must be >= 1 (segments per video, K)"),
+            ("test_crops", lambda v: v in (1, 3), "must be 1 or 3"),
+        )
         for name, ok, what in checks:
             value = getattr(dm, name, None) if name == "num_p" else getattr(dm, name, 1)
             if isinstance(value, (int, type(None))) and not ok(value):
@@ -118,7 +120,9 @@ class CSVRLitModule(LightningModule):
         for vid in skipped:
             if vid not in self._warned_skipped:
                 self._warned_skipped.add(vid)
-                warnings.warn(f"skipped unreadable video {vid!r} ({stage}); see the warning above for why")
+                warnings.warn(
+                    f"skipped unreadable video {vid!r} ({stage}); see the warning above for why", stacklevel=2
+                )
         if skipped:
             self.log(f"{stage}/skipped_videos", float(len(skipped)), reduce_fx="sum", on_step=False, on_epoch=True)
 
@@ -130,8 +134,9 @@ class CSVRLitModule(LightningModule):
         logits, aux = self._logits_and_aux(batch)
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
         if aux and self.hparams.aux_weight:
-            aux_loss = sum(F.cross_entropy(a, label, label_smoothing=self.hparams.label_smoothing)
-                           for a in aux.values()) / len(aux)
+            aux_loss = sum(
+                F.cross_entropy(a, label, label_smoothing=self.hparams.label_smoothing) for a in aux.values()
+            ) / len(aux)
             self.log(f"{stage}/aux_loss", aux_loss.detach(), on_step=False, on_epoch=True, batch_size=label.shape[0])
             loss = loss + self.hparams.aux_weight * aux_loss
         if not torch.isfinite(loss):
@@ -147,9 +152,26 @@ class CSVRLitModule(LightningModule):
         self.metrics[f"{stage}_top5"](logits.detach(), label)
         on_step = stage == "train"
         sync = stage != "train"
-        self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log(f"{stage}/acc", self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=sync)
-        self.log(f"{stage}/acc_top5", self.metrics[f"{stage}_top5"], on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log(
+            f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=on_step, on_epoch=True, prog_bar=True, batch_size=n
+        )
+        self.log(
+            f"{stage}/acc",
+            self.metrics[f"{stage}_acc"],
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=n,
+            sync_dist=sync,
+        )
+        self.log(
+            f"{stage}/acc_top5",
+            self.metrics[f"{stage}_top5"],
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=sync,
+        )
         if stage == "test":
             self.test_confusion(logits.detach(), label)
         return loss

@@ -32,11 +32,9 @@ class PreciseBNCallback(Callback):
         self.num_batches = num_batches
         self._batches: list[dict[str, Any]] = []
 
-    def on_train_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if batch["label"].numel():
-            self._batches = [*self._batches[-(self.num_batches - 1):], batch] if self.num_batches > 1 else [batch]
+            self._batches = [*self._batches[-(self.num_batches - 1) :], batch] if self.num_batches > 1 else [batch]
 
     def _recompute(self, pl_module: LightningModule) -> None:
         recompute_bn_stats(pl_module.net, self._batches)

@@ -72,8 +72,7 @@ def load_objects(configs: list[str], overrides: list[str] | None = None):
     from csvr.lightning_cli import load_config_objects
 
     overrides = list(overrides or [])
-    head = [o for o in overrides if o.split("=")[0] in ("--data.num_classes",
-                                                        "--data.init_args.num_classes")]
+    head = [o for o in overrides if o.split("=")[0] in ("--data.num_classes", "--data.init_args.num_classes")]
     overrides = [o for o in overrides if o not in head]  # only the stand-in takes num_classes
     try:
         module, dm = load_config_objects(configs, overrides)
@@ -86,12 +85,10 @@ def load_objects(configs: list[str], overrides: list[str] | None = None):
     cls = _config_data_class(configs, overrides).rsplit(".", 1)[-1]
     n = KNOWN_CLASSES.get(cls, 101)
     given = bool(head)
-    extra = ["--data.class_path=csvr.summary.ShapesOnlyDataModule",
-             *(head or [f"--data.init_args.num_classes={n}"])]
+    extra = ["--data.class_path=csvr.summary.ShapesOnlyDataModule", *(head or [f"--data.init_args.num_classes={n}"])]
     module, dm = load_config_objects(configs, overrides + extra)
     as_ = "" if given else f", as {cls or 'UCF-101'}"
-    note = (f"dataset not found ({reason}): model built from the config's shapes alone "
-            f"({dm.num_classes} classes{as_})")
+    note = f"dataset not found ({reason}): model built from the config's shapes alone ({dm.num_classes} classes{as_})"
     return module, dm, note
 
 

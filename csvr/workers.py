@@ -246,8 +246,12 @@ class WorkerPool:
         self._procs.clear()
 
 
-def run_jobs(fn: Callable[..., Any], jobs: Iterable[tuple[Hashable, tuple]], workers: int,
-             on_result: Callable[[Hashable, Any], None]) -> None:
+def run_jobs(
+    fn: Callable[..., Any],
+    jobs: Iterable[tuple[Hashable, tuple]],
+    workers: int,
+    on_result: Callable[[Hashable, Any], None],
+) -> None:
     """Run `fn(*args)` for each `(key, args)` and call `on_result(key, result)` as each ends:
     in this process when workers <= 1, else in a `WorkerPool` (a dead worker's job gets a
     `WorkerDied` result). Interrupts stop everything before they propagate."""
@@ -259,4 +263,3 @@ def run_jobs(fn: Callable[..., Any], jobs: Iterable[tuple[Hashable, tuple]], wor
     with WorkerPool(fn, min(workers, len(jobs))) as pool:
         for key, result in pool.imap_unordered(jobs):
             on_result(key, result)
-

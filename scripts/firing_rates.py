@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from csvr.models import CSVRNet  # noqa: E402
-from csvr.models.lif import ThresholdLIFNode  # noqa: E402
 from csvr.models.bn import recompute_bn_stats  # noqa: E402
+from csvr.models.lif import ThresholdLIFNode  # noqa: E402
 
 NEW = dict(stm_norm="step", v_threshold=1.0, decay_input=False)
 
@@ -57,8 +57,12 @@ def dump(n_train: int, n_val: int, path: Path, config: str) -> None:
     out: dict[str, list] = {"train": [], "val": []}
     val = dm.val_dataloader()  # the list is sorted by class: draw a random subset instead
     pick = torch.randperm(len(val.dataset))[: n_val * val.batch_size].tolist()
-    val = torch.utils.data.DataLoader(torch.utils.data.Subset(val.dataset, pick), batch_size=val.batch_size,
-                                      collate_fn=val.collate_fn, num_workers=val.num_workers)
+    val = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(val.dataset, pick),
+        batch_size=val.batch_size,
+        collate_fn=val.collate_fn,
+        num_workers=val.num_workers,
+    )
     for key, loader, n in (("train", dm.train_dataloader(), n_train), ("val", val, n_val)):
         for b in loader:
             out[key].append(b)
@@ -72,8 +76,11 @@ def dump(n_train: int, n_val: int, path: Path, config: str) -> None:
 def probe(net: CSVRNet, batches: list[dict]) -> dict[str, dict]:
     """Per spiking layer: mean rate per step, overall rate, silent and dead fractions."""
     seen: dict[str, list[torch.Tensor]] = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.setdefault(n, []).append(o.detach()))
-             for n, m in net.named_modules() if isinstance(m, ThresholdLIFNode)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, n=n: seen.setdefault(n, []).append(o.detach()))
+        for n, m in net.named_modules()
+        if isinstance(m, ThresholdLIFNode)
+    ]
     try:
         for b in batches:
             net(b)
@@ -95,8 +102,7 @@ def probe(net: CSVRNet, batches: list[dict]) -> dict[str, dict]:
 
 def build(setting: str, seed: int) -> CSVRNet:
     torch.manual_seed(seed)
-    return CSVRNet(3, variant="tiny", img_size=64, num_segments=3, drop_path=0.1, head_dropout=0.3,
-                   **SETTINGS[setting])
+    return CSVRNet(3, variant="tiny", img_size=64, num_segments=3, drop_path=0.1, head_dropout=0.3, **SETTINGS[setting])
 
 
 def train(net: CSVRNet, batches: list[dict], steps: int, lr: float = 2e-3, aux_weight: float = 0.5) -> None:
@@ -149,7 +155,9 @@ def load_batches(path: Path, device: str) -> tuple[list[dict], list[dict]]:
 def show(tag: str, res: dict[str, dict]) -> None:
     print(f"  {tag}")
     for name, r in res.items():
-        print(f"    {name:18s} rate {r['rate']:.4f} steps {r['per_step']} silent {r['silent']:.3f} dead {r['dead']:.3f}")
+        print(
+            f"    {name:18s} rate {r['rate']:.4f} steps {r['per_step']} silent {r['silent']:.3f} dead {r['dead']:.3f}"
+        )
     layers = list(res.values())
     if layers:
         print(f"    mean silent {sum(r['silent'] for r in layers) / len(layers):.3f}")
@@ -178,8 +186,11 @@ def main() -> int:
         net = CSVRLitModule.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False).net
         nets = {"ckpt": lambda: net.to(args.device)}
     else:
-        nets = {f"{s}/seed{seed}": (lambda s=s, seed=seed: build(s, seed).to(args.device))
-                for s in args.configs for seed in (args.seeds or [args.seed])}
+        nets = {
+            f"{s}/seed{seed}": (lambda s=s, seed=seed: build(s, seed).to(args.device))
+            for s in args.configs
+            for seed in (args.seeds or [args.seed])
+        }
     for name, make in nets.items():
         print(name, flush=True)
         net, res = make(), {}
@@ -200,8 +211,11 @@ def main() -> int:
         show("eval mode (precise BN), val (test-list) batches", res["eval_mode_val"])
         if args.train_steps:
             res["val_acc_precise_bn"] = accuracy(net, va)
-            print(f"  val acc ({sum(len(b['label']) for b in va)} clips): running BN "
-                  f"{res['val_acc_running_bn']:.3f}, precise BN {res['val_acc_precise_bn']:.3f}", flush=True)
+            print(
+                f"  val acc ({sum(len(b['label']) for b in va)} clips): running BN "
+                f"{res['val_acc_running_bn']:.3f}, precise BN {res['val_acc_precise_bn']:.3f}",
+                flush=True,
+            )
         results[name] = res
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

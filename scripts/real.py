@@ -49,10 +49,12 @@ def slice_dir(given: Path | None) -> Path:
     env = os.environ.get("UCF3_ROOT")
     path = given or (Path(env) if env else SHARED_SLICE)
     if not (path / "UCF-101").is_dir() or not (path / "ucfTrainTestlist").is_dir():
-        sys.exit(f"make real: no three-class UCF-101 slice at {path} (needs UCF-101/ and ucfTrainTestlist/).\n"
-                 "Build one from your UCF-101 download (README, 'Getting the data'):\n"
-                 "  csvr make-slice --ucf-root UCF-101 --lists ucfTrainTestlist --out data/ucf101_3cls\n"
-                 "then: UCF3_ROOT=data/ucf101_3cls make real")
+        sys.exit(
+            f"make real: no three-class UCF-101 slice at {path} (needs UCF-101/ and ucfTrainTestlist/).\n"
+            "Build one from your UCF-101 download (README, 'Getting the data'):\n"
+            "  csvr make-slice --ucf-root UCF-101 --lists ucfTrainTestlist --out data/ucf101_3cls\n"
+            "then: UCF3_ROOT=data/ucf101_3cls make real"
+        )
     return path.resolve()
 
 
@@ -65,14 +67,30 @@ def csvr(*args: str) -> None:
 def run_row(row: str, seed: int, out: Path, extra: list[str]) -> dict:
     """fit + test + energy of one (row, seed); returns its measured numbers."""
     root = out / f"{row}_seed{seed}"
-    cfg = ["--config", CONFIG, *ROWS[row], f"--seed_everything={seed}", f"--trainer.default_root_dir={root}",
-           f"--trainer.logger.init_args.name=ucf101-3cls-{row}-seed{seed}", *extra]
+    cfg = [
+        "--config",
+        CONFIG,
+        *ROWS[row],
+        f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.name=ucf101-3cls-{row}-seed{seed}",
+        *extra,
+    ]
     load_start, t0 = os.getloadavg()[0], time.perf_counter()
     csvr("fit", *cfg)
     fit_s, load_end = time.perf_counter() - t0, os.getloadavg()[0]
     csvr("test", *cfg, "--ckpt_path=last")
     metrics = json.loads((root / "test_metrics.json").read_text())
-    csvr("energy", *cfg, "--ckpt_path", str(root / "checkpoints" / "last.ckpt"), "--json", str(root / "energy.json"), "--batches", "2")
+    csvr(
+        "energy",
+        *cfg,
+        "--ckpt_path",
+        str(root / "checkpoints" / "last.ckpt"),
+        "--json",
+        str(root / "energy.json"),
+        "--batches",
+        "2",
+    )
     energy = json.loads((root / "energy.json").read_text())["totals"]
     result = {
         "row": row,
@@ -100,18 +118,23 @@ def report_one(r: dict) -> None:
     for name, row in zip(r["class_names"], r["confusion_matrix"]):
         table.add_row(name, *map(str, row), f"{r['per_class_acc'][name]:.3f}")
     console.print(table)
-    console.print(f"energy per video: {r['energy_J']:.3e} J (paper convention), "
-                  f"{r['energy_all_compute_J']:.3e} J (all compute); fit {r['fit_seconds']:.0f} s "
-                  f"({'idle' if r.get('idle') else 'loaded'}, load {r.get('load_avg_1min')})")
+    console.print(
+        f"energy per video: {r['energy_J']:.3e} J (paper convention), "
+        f"{r['energy_all_compute_J']:.3e} J (all compute); fit {r['fit_seconds']:.0f} s "
+        f"({'idle' if r.get('idle') else 'loaded'}, load {r.get('load_avg_1min')})"
+    )
 
 
 def summarise(out: Path) -> str:
     """The table over every finished run under `out` (runs may come from several invocations)."""
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
     names = next((r["class_names"] for r in results), [])
-    lines = ["| row | test top-1 (mean ± sd) | seeds | " + " | ".join(names) +
-             " | energy / video (paper conv.) | all compute | fit time | machine |",
-             "|---|---|---|" + "---|" * len(names) + "---|---|---|---|"]
+    lines = [
+        "| row | test top-1 (mean ± sd) | seeds | "
+        + " | ".join(names)
+        + " | energy / video (paper conv.) | all compute | fit time | machine |",
+        "|---|---|---|" + "---|" * len(names) + "---|---|---|---|",
+    ]
     for row in ROWS:
         rs = [r for r in results if r["row"] == row]
         if not rs:
@@ -121,12 +144,15 @@ def summarise(out: Path) -> str:
         per_class = [statistics.mean(r["per_class_acc"][n] for r in rs) for n in names]
         loads = [x for r in rs for x in r.get("load_avg_1min", [])]
         machine = ("idle" if all(r.get("idle") for r in rs) else "loaded") + (
-            f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else "")
-        lines.append(f"| {row} | {statistics.mean(accs):.3f} ± {sd:.3f} | {len(rs)} | "
-                     + " | ".join(f"{a:.3f}" for a in per_class)
-                     + f" | {statistics.mean(r['energy_J'] for r in rs):.3e} J | "
-                     f"{statistics.mean(r['energy_all_compute_J'] for r in rs):.3e} J | "
-                     f"{statistics.mean(r['fit_seconds'] for r in rs):.0f} s | {machine} |")
+            f" (load {min(loads):.1f}-{max(loads):.1f})" if loads else ""
+        )
+        lines.append(
+            f"| {row} | {statistics.mean(accs):.3f} ± {sd:.3f} | {len(rs)} | "
+            + " | ".join(f"{a:.3f}" for a in per_class)
+            + f" | {statistics.mean(r['energy_J'] for r in rs):.3e} J | "
+            f"{statistics.mean(r['energy_all_compute_J'] for r in rs):.3e} J | "
+            f"{statistics.mean(r['fit_seconds'] for r in rs):.0f} s | {machine} |"
+        )
     md = "\n".join(lines)
     (out / "ablation.json").write_text(json.dumps(results, indent=2))
     (out / "ablation.md").write_text(md + "\n")
@@ -135,8 +161,9 @@ def summarise(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ablation", action="store_true",
-                    help=f"all rows ({', '.join(ROWS)}), seeds {ABLATION_SEEDS} unless --seeds")
+    ap.add_argument(
+        "--ablation", action="store_true", help=f"all rows ({', '.join(ROWS)}), seeds {ABLATION_SEEDS} unless --seeds"
+    )
     ap.add_argument("--rows", nargs="*", choices=list(ROWS), help="rows to run (default: lif, or all with --ablation)")
     ap.add_argument("--seeds", nargs="*", type=int, help="default: 0, or 0 1 2 with --ablation")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "real")

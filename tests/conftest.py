@@ -16,7 +16,9 @@ import pytest
 from tests.videos_util import make_ucf_mini
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / ("shared-hidden" if os.environ.get("CSVR_NO_SHARED") else "shared")  # CSVR_NO_SHARED=1: fresh clone
+SHARED = REPO.parent / (
+    "shared-hidden" if os.environ.get("CSVR_NO_SHARED") else "shared"
+)  # CSVR_NO_SHARED=1: fresh clone
 UCF_SLICE = SHARED / "data" / "ucf101_3cls"
 
 # The tiny synthetic set every training test uses (overrides of configs/synthetic.yaml).

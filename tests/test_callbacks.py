@@ -73,9 +73,17 @@ def test_callback_logs_rates_and_energy(tmp_path):
     callback, direct = FiringRateEnergyCallback(every_n_steps=1, num_batches=1), DirectCount()
     logger = CSVLogger(tmp_path)
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=2, limit_train_batches=2, limit_val_batches=1,
-        num_sanity_val_steps=0, logger=logger, callbacks=[callback, direct],
-        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="cpu",
+        devices=1,
+        max_steps=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=logger,
+        callbacks=[callback, direct],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     val = RandomVideos(2, views=2)  # S = 2 views x K segments, folded by the callback

@@ -11,14 +11,22 @@ import itertools
 import av
 import numpy as np
 import pytest
-from tests.videos_util import (UCF, VIDEOS, flip_bytes_copy, make_all_intra, make_h264,
-                         make_moving_square_video, make_mpeg4_with_bframes, truncate_copy,
-                         write_empty, write_random_bytes)
 
-from csvr.data.codec import (CompressedVideo, CorruptVideoError, UnsupportedVideoError,
-                             _warp_bilinear, warp)
+from csvr.data.codec import CompressedVideo, CorruptVideoError, UnsupportedVideoError, _warp_bilinear, warp
 from csvr.data.encode import TMP_MARK, encode_video
 from csvr.data.transforms import Crop, crop_window
+from tests.videos_util import (
+    UCF,
+    VIDEOS,
+    flip_bytes_copy,
+    make_all_intra,
+    make_h264,
+    make_moving_square_video,
+    make_mpeg4_with_bframes,
+    truncate_copy,
+    write_empty,
+    write_random_bytes,
+)
 
 
 def decode_all(path) -> list[av.VideoFrame]:
@@ -111,7 +119,7 @@ def test_mv_known_shift(tmp_path, shift):
         assert len(inner) >= 9
         assert (vals == shift).all(axis=1).mean() >= 0.9, (t, vals)
         bg = np.ones((256, 340), bool)
-        bg[max(y0 - 32, 0):y1 + 32, max(x0 - 32, 0):x1 + 32] = False
+        bg[max(y0 - 32, 0) : y1 + 32, max(x0 - 32, 0) : x1 + 32] = False
         assert (g.mv[t][:, bg] == 0).mean() >= 0.99
 
 
@@ -129,8 +137,8 @@ def test_mv_field_matches_loop_reading(real_clip):
         expected = np.zeros((2, h, w), np.float32)
         for mv in frame.side_data.get("MOTION_VECTORS") or []:
             x0, y0 = mv.dst_x - mv.w // 2, mv.dst_y - mv.h // 2
-            expected[0, max(y0, 0):y0 + mv.h, max(x0, 0):x0 + mv.w] = -mv.motion_x / mv.motion_scale
-            expected[1, max(y0, 0):y0 + mv.h, max(x0, 0):x0 + mv.w] = -mv.motion_y / mv.motion_scale
+            expected[0, max(y0, 0) : y0 + mv.h, max(x0, 0) : x0 + mv.w] = -mv.motion_x / mv.motion_scale
+            expected[1, max(y0, 0) : y0 + mv.h, max(x0, 0) : x0 + mv.w] = -mv.motion_y / mv.motion_scale
         np.testing.assert_array_equal(gops[n // 12].mv[n % 12 - 1], expected)
         nonzero += int(np.count_nonzero(expected))
     assert nonzero > 0
@@ -193,7 +201,7 @@ def test_accumulate_known_shift(square):
     for t in range(11):
         x0, y0, _, _ = square.box(t + 1)
         # content points 16..79 px inside the square lie in fully-inside blocks in every frame
-        acc = g.mv[t][:, y0 + 16:y0 + 80, x0 + 16:x0 + 80].reshape(2, -1)
+        acc = g.mv[t][:, y0 + 16 : y0 + 80, x0 + 16 : x0 + 80].reshape(2, -1)
         expected = np.array([[4 * (t + 1)], [2 * (t + 1)]])
         assert (acc == expected).all(axis=0).mean() >= 0.95, (t, np.unique(acc, axis=1))
     assert np.abs(g.mv[:, :, :16, 250:]).max() == 0  # static background
@@ -201,8 +209,9 @@ def test_accumulate_known_shift(square):
 
 # -- GOP structure, seeking, T --------------------------------------------------------------
 def test_gops_from_packets_match_decoding_and_seek_reads_one_gop(tmp_path):
-    vid = make_moving_square_video(tmp_path / "long.avi", shift=(1, 0), n_frames=124, gop_size=12,
-                                   size=(160, 128), square=32, start=(4, 40))
+    vid = make_moving_square_video(
+        tmp_path / "long.avi", shift=(1, 0), n_frames=124, gop_size=12, size=(160, 128), square=32, start=(4, 40)
+    )
     frames = decode_all(vid.path)
     keys = [n for n, f in enumerate(frames) if f.pict_type == 1]
     with CompressedVideo(vid.path) as v:
@@ -267,9 +276,11 @@ def good48(tmp_path_factory):
 
 CORRUPT = {
     "truncated.avi": lambda d, good: truncate_copy(good, d / "truncated.avi", 0.5),
-    "truncated.mp4": lambda d, good: truncate_copy(encode_video(
-        (f.to_ndarray(format="rgb24") for f in decode_all(good)), d / "g.mp4") and d / "g.mp4",
-        d / "truncated.mp4", 0.5),
+    "truncated.mp4": lambda d, good: truncate_copy(
+        encode_video((f.to_ndarray(format="rgb24") for f in decode_all(good)), d / "g.mp4") and d / "g.mp4",
+        d / "truncated.mp4",
+        0.5,
+    ),
     "flipped.avi": lambda d, good: flip_bytes_copy(good, d / "flipped.avi"),
     "random.avi": lambda d, good: write_random_bytes(d / "random.avi"),
     "empty.avi": lambda d, good: write_empty(d / "empty.avi"),

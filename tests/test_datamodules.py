@@ -10,9 +10,10 @@ import torch
 from csvr.data import HMDB51DataModule, SyntheticMotionDataModule, UCF101DataModule, prepared_path
 from csvr.data.datamodules import NoiseOptions, PrepareOptions
 from csvr.data.prepare import MANIFEST_NAME, PrepareError, ensure_prepared, prepare_tree
-from tests.videos_util import UCF, make_all_intra, make_moving_square_video, make_ucf_mini, write_random_bytes
 from tests.videos_util import UCF_MINI_TEST as TEST
 from tests.videos_util import UCF_MINI_TRAIN as TRAIN
+from tests.videos_util import make_all_intra, make_moving_square_video, make_ucf_mini, write_random_bytes
+
 SMALL = dict(num_segments=3, num_p=2, img_size=32, batch_size=3, num_workers=0, test_segments=6)
 
 
@@ -76,8 +77,15 @@ def _hmdb_tree(tmp_path: Path) -> tuple[Path, Path]:
     for c, (cls, shift) in enumerate([("kick", (3, 0)), ("kick_ball", (0, 3))]):
         (root / cls).mkdir(parents=True)
         for v in range(2):
-            make_moving_square_video(root / cls / f"{cls}_{v}.avi", shift=shift, n_frames=24, size=(128, 128),
-                                     square=32, start=(16, 16), seed=c * 2 + v)
+            make_moving_square_video(
+                root / cls / f"{cls}_{v}.avi",
+                shift=shift,
+                n_frames=24,
+                size=(128, 128),
+                square=32,
+                start=(16, 16),
+                seed=c * 2 + v,
+            )
         (lists / f"{cls}_test_split1.txt").write_text(f"{cls}_0.avi 1 \r\n{cls}_1.avi 2 \r\n", newline="")
     return root, lists
 
@@ -104,8 +112,18 @@ def test_hmdb51_datamodule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_synthetic_datamodule_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSVR_CACHE", str(tmp_path / "cache"))
-    kw = dict(num_classes=3, videos_per_class=3, frames=24, frame_width=64, frame_height=48, img_size=32,
-              num_p=2, batch_size=3, num_workers=0, prepare={"workers": 1})
+    kw = dict(
+        num_classes=3,
+        videos_per_class=3,
+        frames=24,
+        frame_width=64,
+        frame_height=48,
+        img_size=32,
+        num_p=2,
+        batch_size=3,
+        num_workers=0,
+        prepare={"workers": 1},
+    )
     dm = SyntheticMotionDataModule(**kw)
     assert dm.num_classes == 3 and dm.class_names == ["move_left", "move_right", "move_up"]
     with pytest.raises(FileNotFoundError, match="prepare_data"):
@@ -134,17 +152,20 @@ def test_synthetic_datamodule_and_predict(tmp_path: Path, monkeypatch: pytest.Mo
     assert not tmp.exists()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_p=0), "num_p must be an integer >= 1"),
-    (dict(num_p=-1), "num_p must be an integer >= 1"),
-    (dict(num_segments=0), "num_segments must be an integer >= 1"),
-    (dict(test_crops=2), "test_crops must be 1 (centre crop) or 3"),
-    (dict(img_size=1000), "img_size 1000 is more than twice the prepared frames' short side (64x48)"),
-    (dict(batch_size=0), "batch_size must be an integer >= 1"),
-    (dict(prepare={"width": 0}), "prepare.width must be an integer >= 16"),
-    (dict(prepare={"workers": -3}), "prepare.workers must be an integer >= 1"),
-    (dict(noise={"rate": 1.5}), "noise.rate must be in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_p=0), "num_p must be an integer >= 1"),
+        (dict(num_p=-1), "num_p must be an integer >= 1"),
+        (dict(num_segments=0), "num_segments must be an integer >= 1"),
+        (dict(test_crops=2), "test_crops must be 1 (centre crop) or 3"),
+        (dict(img_size=1000), "img_size 1000 is more than twice the prepared frames' short side (64x48)"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(prepare={"width": 0}), "prepare.width must be an integer >= 16"),
+        (dict(prepare={"workers": -3}), "prepare.workers must be an integer >= 1"),
+        (dict(noise={"rate": 1.5}), "noise.rate must be in [0, 1]"),
+    ],
+)
 def test_bad_values_are_refused_at_construction(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
         SyntheticMotionDataModule(frame_width=64, frame_height=48, **kwargs)
@@ -191,8 +212,15 @@ def test_predict_bad_file_named_skipped_and_no_temp_left(tmp_path: Path, monkeyp
     monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where csvr-predict-* folders go
     good = make_moving_square_video(tmp_path / "good.avi", n_frames=24, size=(96, 64), square=24, start=(8, 8)).path
     bad = write_random_bytes(tmp_path / "bad.avi")
-    kw = dict(frame_width=64, frame_height=48, img_size=32, num_p=2, num_workers=0, prepare={"workers": 1},
-              predict_paths=[str(good), str(bad)])
+    kw = dict(
+        frame_width=64,
+        frame_height=48,
+        img_size=32,
+        num_p=2,
+        num_workers=0,
+        prepare={"workers": 1},
+        predict_paths=[str(good), str(bad)],
+    )
     with pytest.raises(PrepareError) as info:
         SyntheticMotionDataModule(**kw).setup("predict")
     assert str(bad) in str(info.value) and "csvr-predict" not in str(info.value) and "skip_corrupt" in str(info.value)

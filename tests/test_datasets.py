@@ -108,4 +108,3 @@ def test_missing_files(tiny_root: Path) -> None:
     with pytest.warns(UserWarning, match="2 of 4"):
         ds = _ds(tiny_root, listed, skip_missing=True)
     assert ds.items == items
-

@@ -8,13 +8,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
 from spikingjelly.activation_based import functional, layer, neuron
 from spikingjelly.activation_based.op_counter import ACCounter, DispatchCounterMode, MACCounter
-from lightning.pytorch import LightningDataModule
 from torch import nn
 
 from csvr.energy import (
-    BASELINES, E_AC, E_MAC, PART_ORDER, count_energy, part_of, report_json, simple_energy_J,
+    BASELINES,
+    E_AC,
+    E_MAC,
+    PART_ORDER,
+    count_energy,
+    part_of,
+    report_json,
+    simple_energy_J,
 )
 from csvr.energy_cli import main as energy_main
 from csvr.energy_cli import synthetic_batch, views_per_video
@@ -190,8 +197,7 @@ def test_report_totals_parts_and_memory(tiny_net_and_batch):
     assert report.energy_with_memory_J == pytest.approx(simple_energy_J(net, batch) * 3 / 2)
     m = report.metrics()
     assert m["energy/total_J"] == report.energy_J and m["energy/ratio_vs_ann"] > 1
-    assert m["input_nonzero/stm_mv.layers.0.conv"] == pytest.approx(
-        float((batch["mv"] != 0).float().mean()))
+    assert m["input_nonzero/stm_mv.layers.0.conv"] == pytest.approx(float((batch["mv"] != 0).float().mean()))
 
 
 def test_json_document_and_baselines(tiny_net_and_batch):
@@ -199,8 +205,15 @@ def test_json_document_and_baselines(tiny_net_and_batch):
     doc = report_json(count_energy(net, batch))
     assert set(doc) == {"layers", "totals", "parts", "firing", "input_nonzero", "baselines"}
     assert set(doc["layers"][0]) == {"name", "op", "kind", "M", "C", "T", "F", "ops", "energy_J"}
-    assert {"flops_ann", "flops_snn", "energy_J", "energy_all_compute_J", "energy_with_memory_J",
-            "views", "energy_per_view_J"} <= set(doc["totals"])
+    assert {
+        "flops_ann",
+        "flops_snn",
+        "energy_J",
+        "energy_all_compute_J",
+        "energy_with_memory_J",
+        "views",
+        "energy_per_view_J",
+    } <= set(doc["totals"])
     rows = {r["name"]: r for r in doc["baselines"]}
     assert {"CoViAR", "DMC-Net", "MFCD-Net", "MM-ViT", "I3D"} <= set(rows)
     assert any(name.startswith("ViViT") for name in rows)
@@ -214,8 +227,15 @@ def test_json_document_and_baselines(tiny_net_and_batch):
 class NoDataModule(LightningDataModule):
     """A datamodule whose dataset root is missing: `csvr energy` falls back to synthetic data."""
 
-    def __init__(self, root: str = "missing", num_segments: int = 2, test_segments: int = 3,
-                 test_crops: int = 1, num_p: int = 3, img_size: int = 64) -> None:
+    def __init__(
+        self,
+        root: str = "missing",
+        num_segments: int = 2,
+        test_segments: int = 3,
+        test_crops: int = 1,
+        num_p: int = 3,
+        img_size: int = 64,
+    ) -> None:
         super().__init__()
         self.root, self.num_segments, self.test_segments = root, num_segments, test_segments
         self.test_crops, self.num_p, self.img_size = test_crops, num_p, img_size
@@ -238,8 +258,20 @@ def test_csvr_energy_main_synthetic(tmp_path, capsys):
         f"  init_args: {{root: {tmp_path / 'missing'}}}\n"
     )
     out_json, out_png = tmp_path / "e.json", tmp_path / "e.png"
-    rc = energy_main(["--config", str(config), "--json", str(out_json), "--plot", str(out_png),
-                      "--batches", "1", "--layers", f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    rc = energy_main(
+        [
+            "--config",
+            str(config),
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+            "--batches",
+            "1",
+            "--layers",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "CoViAR" in printed and "stm_mv.layers.1.conv" in printed
@@ -256,8 +288,9 @@ def test_csvr_energy_main_synthetic(tmp_path, capsys):
     torch.manual_seed(0)
     net = CSVRNet(3, variant="tiny", img_size=64, num_segments=2)
     batch = synthetic_batch(1, 4, 3, 64, seed=0)
-    whole = count_energy(net, {k: batch[k].reshape(2, 2, *batch[k].shape[2:])
-                               for k in ("iframe", "mv", "residual")}, num_samples=1)
+    whole = count_energy(
+        net, {k: batch[k].reshape(2, 2, *batch[k].shape[2:]) for k in ("iframe", "mv", "residual")}, num_samples=1
+    )
     assert doc["totals"]["energy_J"] == pytest.approx(whole.energy_J, rel=1e-6)
     assert doc["totals"]["flops_snn"] == pytest.approx(whole.flops_snn, rel=1e-6)
 

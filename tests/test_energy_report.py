@@ -11,9 +11,16 @@ import torch
 from torch import nn
 
 from csvr.energy import (
-    BASELINES, E_MAC, PART_ORDER, Protocol, calibrate_bn, comparison_rows, count_energy,
+    BASELINES,
+    E_MAC,
+    PART_ORDER,
+    Protocol,
+    calibrate_bn,
+    comparison_rows,
+    count_energy,
 )
-from csvr.energy_cli import headline, main as energy_main, measure_videos, synthetic_batch
+from csvr.energy_cli import headline, measure_videos, synthetic_batch
+from csvr.energy_cli import main as energy_main
 from csvr.lit_module import CSVRLitModule
 from csvr.models import CSVRNet
 from csvr.summary import summary_main
@@ -81,19 +88,35 @@ def trained_checkpoint(path: Path) -> CSVRNet:
 def tiny_config(tmp_path: Path) -> list[str]:
     """configs/ucf101_3cls.yaml (tiny, 64 px) with its dataset missing, small test protocol."""
     missing = tmp_path / "no-data"
-    return ["--config", str(REPO / "configs/ucf101_3cls.yaml"),
-            f"--data.root={missing}/UCF-101", f"--data.split_dir={missing}/ucfTrainTestlist",
-            "--data.num_segments=2", "--data.test_segments=4", "--data.num_p=3",
-            f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    return [
+        "--config",
+        str(REPO / "configs/ucf101_3cls.yaml"),
+        f"--data.root={missing}/UCF-101",
+        f"--data.split_dir={missing}/ucfTrainTestlist",
+        "--data.num_segments=2",
+        "--data.test_segments=4",
+        "--data.num_p=3",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+    ]
 
 
 def test_trained_checkpoint_gives_a_nonzero_snn_share(tmp_path, capsys):
     ckpt = tmp_path / "last.ckpt"
     net = trained_checkpoint(ckpt)
     out = tmp_path / "e.json"
-    rc = energy_main(tiny_config(tmp_path) + ["--ckpt_path", str(ckpt), "--json", str(out),
-                                              "--batches", "1", "--no-memory",
-                                              "--data.init_args.num_classes=3"])
+    rc = energy_main(
+        tiny_config(tmp_path)
+        + [
+            "--ckpt_path",
+            str(ckpt),
+            "--json",
+            str(out),
+            "--batches",
+            "1",
+            "--no-memory",
+            "--data.init_args.num_classes=3",
+        ]
+    )
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["meta"]["weights"] == f"checkpoint {ckpt}"
@@ -127,21 +150,33 @@ def test_crafted_checkpoint_is_refused(tmp_path, capsys):
 
 def test_summary_and_energy_without_any_dataset(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a fresh checkout: no ../shared, no data/ under the cwd
-    assert summary_main(["--config", str(REPO / "configs/ucf101_3cls.yaml"),
-                         f"--trainer.default_root_dir={tmp_path / 'run'}"]) == 0
+    assert (
+        summary_main(
+            ["--config", str(REPO / "configs/ucf101_3cls.yaml"), f"--trainer.default_root_dir={tmp_path / 'run'}"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "dataset not found" in out and "total" in out
     # configs/ucf101.yaml (data/ucf101 relative to the cwd: absent) as on a fresh clone; tiny
     # net to keep the test small, the head sized for UCF-101's 101 classes
-    assert summary_main(["--config", str(REPO / "configs/ucf101.yaml"),
-                         "--model.net.init_args.variant=tiny", "--data.img_size=64",
-                         f"--trainer.default_root_dir={tmp_path / 'run'}"]) == 0
+    assert (
+        summary_main(
+            [
+                "--config",
+                str(REPO / "configs/ucf101.yaml"),
+                "--model.net.init_args.variant=tiny",
+                "--data.img_size=64",
+                f"--trainer.default_root_dir={tmp_path / 'run'}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "split folder not found" in out and "101 classes" in out
     assert f"{16 * 101 + 101:,}" in out  # head: Linear(16, 101)
     out_json = tmp_path / "e.json"
-    assert energy_main(tiny_config(tmp_path) + ["--batches", "1", "--no-memory",
-                                                "--json", str(out_json)]) == 0
+    assert energy_main(tiny_config(tmp_path) + ["--batches", "1", "--no-memory", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     assert "dataset not found" in out and "SYNTHETIC" in out and "CoViAR" in out
     doc = json.loads(out_json.read_text())

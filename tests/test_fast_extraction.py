@@ -14,15 +14,22 @@ import av
 import numpy as np
 import pytest
 import torch
-from tests.videos_util import UCF, make_moving_square_video, moving_square_frames
 
 from csvr.data import kernels
 from csvr.data.codec import CompressedVideo, accumulate_mv, mv_field, warp
 from csvr.data.datasets import WORKER_CONTEXT, CompressedVideoDataset, collate
 from csvr.data.encode import encode_video
 from csvr.data.sampling import sample_test, sample_train
-from csvr.data.transforms import (Crop, apply_crop, crop_window, iframe_at, normalize,
-                                  random_crop_params, three_crop_params)
+from csvr.data.transforms import (
+    Crop,
+    apply_crop,
+    crop_window,
+    iframe_at,
+    normalize,
+    random_crop_params,
+    three_crop_params,
+)
+from tests.videos_util import UCF, make_moving_square_video, moving_square_frames
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def odd(tmp_path_factory):
     """340x256 (a partial last block column), 25 frames: GOPs of 12, 12 and 1 (no P-frame)."""
-    return make_moving_square_video(tmp_path_factory.mktemp("odd") / "odd.avi", shift=(3, -1), n_frames=25,
-                                    start=(120, 100)).path
+    return make_moving_square_video(
+        tmp_path_factory.mktemp("odd") / "odd.avi", shift=(3, -1), n_frames=25, start=(120, 100)
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +51,9 @@ def qpel(tmp_path_factory):
         s.width, s.height, s.pix_fmt, s.time_base = 200, 120, "yuv420p", Fraction(1, 25)
         s.codec_context.gop_size, s.codec_context.max_b_frames = 12, 0
         s.codec_context.flags |= av.codec.context.Flags.qpel | av.codec.context.Flags.four_mv
-        for t, rgb in enumerate(moving_square_frames(shift=(3, 1), n_frames=24, size=(200, 120), square=48,
-                                                     start=(20, 20))):
+        for t, rgb in enumerate(
+            moving_square_frames(shift=(3, 1), n_frames=24, size=(200, 120), square=48, start=(20, 20))
+        ):
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             f.pts = t
             out.mux(s.encode(f))
@@ -84,7 +93,10 @@ def check_video(path, crops_per_gop=2, size=37, seed=0):
             crops = [random_crop_params(h, w, rng, flip_p=0.5) for _ in range(crops_per_gop)]
             crops += [Crop(0, 0, w, h, flip=True), *three_crop_params(h, w)]
             t = ref.mv.shape[0]
-            outs = [(np.full((t, 2, size, size), np.nan, np.float32), np.full((t, 3, size, size), np.nan, np.float32)) for _ in crops]
+            outs = [
+                (np.full((t, 2, size, size), np.nan, np.float32), np.full((t, 3, size, size), np.nan, np.float32))
+                for _ in crops
+            ]
             windows = [crop_window(c, size) for c in crops]
             rgb = v.read_windows(i, num_p, accumulate, windows, outs)
             for c, win, (mv, res) in zip(crops, windows, outs):
@@ -170,7 +182,9 @@ def test_dataset_samples_equal_reference(tree, accumulate):
         rng = np.random.default_rng(seed)
         idx = sample_train(3, 4, rng)  # 3 GOPs, K=4: one GOP twice
         crop = random_crop_params(256, 340, rng)
-        for got, want in zip((s["iframe"], s["mv"], s["residual"]), reference_sample(root / items[0][0], idx, [crop], 33, 4, accumulate)):
+        for got, want in zip(
+            (s["iframe"], s["mv"], s["residual"]), reference_sample(root / items[0][0], idx, [crop], 33, 4, accumulate)
+        ):
             assert torch.equal(got, want)
     test = CompressedVideoDataset(root, items, train=False, test_views=2, test_crops=3, **kw)
     s = test[1]
@@ -183,7 +197,8 @@ def test_spawned_worker_gives_the_same_batches(tree):
     root, items = tree
     ds = CompressedVideoDataset(root, items, num_segments=2, num_p=3, accumulate=True, img_size=32, train=False)
     loader = lambda n: torch.utils.data.DataLoader(  # noqa: E731
-        ds, batch_size=2, num_workers=n, collate_fn=collate, multiprocessing_context=WORKER_CONTEXT if n else None)
+        ds, batch_size=2, num_workers=n, collate_fn=collate, multiprocessing_context=WORKER_CONTEXT if n else None
+    )
     a, b = next(iter(loader(0))), next(iter(loader(1)))
     for key in ("iframe", "mv", "residual"):
         assert torch.equal(a[key], b[key])

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from csvr.io import (MANIFEST_NAME, TMP_MARK, atomic_path, atomic_write, atomic_write_json, is_temp, read_manifest,
-                     remove_temp_files, temp_path, write_manifest)
+from csvr.io import (
+    MANIFEST_NAME,
+    TMP_MARK,
+    atomic_path,
+    atomic_write,
+    atomic_write_json,
+    is_temp,
+    read_manifest,
+    remove_temp_files,
+    temp_path,
+    write_manifest,
+)
 
 
 def test_temp_names_are_hidden_siblings(tmp_path: Path) -> None:

@@ -67,8 +67,10 @@ def test_cli_prints_rates_and_writes_figures(tmp_path, capsys) -> None:
 
 
 def test_threshold_is_read_from_a_checkpoint(tmp_path) -> None:
-    state = {"net.stm_mv.layers.0.neuron.threshold": torch.tensor([0.5, 1.5, 1.0]),
-             "net.stm_mv.layers.1.neuron.threshold": torch.tensor([9.0])}
+    state = {
+        "net.stm_mv.layers.0.neuron.threshold": torch.tensor([0.5, 1.5, 1.0]),
+        "net.stm_mv.layers.1.neuron.threshold": torch.tensor([9.0]),
+    }
     torch.save({"state_dict": state}, tmp_path / "a.ckpt")
     assert lr.read_checkpoint_neuron(tmp_path / "a.ckpt") == (None, pytest.approx(1.0))
     state["net.stm_mv.layers.0.neuron.w"] = torch.tensor(0.0)  # learnt tau: 1/sigmoid(0) = 2

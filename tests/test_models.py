@@ -42,11 +42,18 @@ def tiny(**kw: object) -> CSVRNet:
 def test_threshold_lif_matches_spikingjelly_lifnode(detach_reset: bool, decay_input: bool) -> None:
     x = torch.randn(8, 2, 4, 5, 5) * (1.5 if decay_input else 0.6)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ours = ThresholdLIFNode(4, tau=2.0, learn_threshold=False, detach_reset=detach_reset,
-                            decay_input=decay_input, store_v_seq=True)
-    ref = neuron.LIFNode(tau=2.0, v_reset=None, surrogate_function=surrogate.ATan(),
-                         detach_reset=detach_reset, decay_input=decay_input, step_mode="m",
-                         store_v_seq=True)
+    ours = ThresholdLIFNode(
+        4, tau=2.0, learn_threshold=False, detach_reset=detach_reset, decay_input=decay_input, store_v_seq=True
+    )
+    ref = neuron.LIFNode(
+        tau=2.0,
+        v_reset=None,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=detach_reset,
+        decay_input=decay_input,
+        step_mode="m",
+        store_v_seq=True,
+    )
     s1, s2 = ours(x1), ref(x2)
     assert 0.05 < s2.mean() < 0.95  # both regimes (firing and silent) are exercised
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
@@ -61,8 +68,7 @@ def test_learn_tau_matches_spikingjelly_parametric_lif() -> None:
     x = torch.randn(6, 3, 4) * 2
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours = ThresholdLIFNode(4, tau=3.0, learn_threshold=False, learn_tau=True)
-    ref = neuron.ParametricLIFNode(init_tau=3.0, v_reset=None, surrogate_function=surrogate.ATan(),
-                                   step_mode="m")
+    ref = neuron.ParametricLIFNode(init_tau=3.0, v_reset=None, surrogate_function=surrogate.ATan(), step_mode="m")
     s1, s2 = ours(x1), ref(x2)
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
     (s1 * x).sum().backward()
@@ -117,8 +123,9 @@ def test_stm_shapes(temporal: str) -> None:
 def _spikes_per_layer(stm: SpikingTemporalModulator, x: torch.Tensor) -> list[torch.Tensor]:
     """Run stm on x and capture each neuron's output through forward hooks (as energy code does)."""
     seen: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out))
-             for m in stm.modules() if isinstance(m, BaseNode)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: seen.append(out)) for m in stm.modules() if isinstance(m, BaseNode)
+    ]
     with torch.no_grad():
         out = stm(x)
     for h in hooks:
@@ -172,8 +179,9 @@ def test_img_size_not_multiple_of_16_is_refused(bad: int) -> None:
 
 
 def test_transformer_shape_and_positional_encoding() -> None:
-    tf = UnifiedTransformer(32, depth=2, heads=4, num_patches=16, num_segments=K,
-                            num_modalities=3, drop_path=0.0).eval()
+    tf = UnifiedTransformer(
+        32, depth=2, heads=4, num_patches=16, num_segments=K, num_modalities=3, drop_path=0.0
+    ).eval()
     tokens = torch.randn(B, 3, K, 16, 32)
     swapped = tokens.flip(2)  # the same tokens with the segment order reversed
     with torch.no_grad():
@@ -191,7 +199,7 @@ def test_decoder_folds_each_token_back_to_its_patch() -> None:
     enc, dec = LocalEncoder(c, 32, p), ModalityDecoder(32, c, p)
     for r, col in [(0, 0), (1, 3), (3, 2)]:
         x = torch.zeros(1, c, 4 * p, 4 * p)
-        x[..., r * p:(r + 1) * p, col * p:(col + 1) * p] = 1.0
+        x[..., r * p : (r + 1) * p, col * p : (col + 1) * p] = 1.0
         tokens = enc(x) - enc(torch.zeros_like(x))  # remove the conv bias
         assert tokens[0].abs().sum(-1).nonzero().flatten().tolist() == [r * 4 + col]
         folded = dec.fold(dec.unembed.weight @ tokens[0].T)  # [C, H, W], fold without the bias
@@ -298,7 +306,8 @@ def test_per_step_norm_and_aux_heads_forward(temporal: str) -> None:
     net = tiny(temporal=temporal, stm_norm="step", aux_heads=True, late_fusion=True)
     logits, aux = net(make_batch())  # training mode: fused logits and one aux head per modality
     assert logits.shape == (B, 5) and {m: a.shape for m, a in aux.items()} == {
-        m: (B, 5) for m in ("iframe", "mv", "residual")}
+        m: (B, 5) for m in ("iframe", "mv", "residual")
+    }
     with torch.no_grad():
         assert net.eval()(make_batch()).shape == (B, 5)  # eval: the public contract
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
-import zlib
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import av
@@ -17,12 +17,26 @@ import numpy as np
 import pytest
 
 from csvr.data.codec import CompressedVideo
-from csvr.data.encode import TMP_MARK, temp_path_for
-from csvr.data.encode import encode_video
-from csvr.data.prepare import (FAILURES_NAME, MANIFEST_NAME, PrepareError, check_output, ensure_prepared, main,
-                               prepare_tree)
-from tests.videos_util import (UCF, VIDEOS, make_all_intra, make_moving_square_video, make_mpeg4_with_bframes,
-                               textured, truncate_copy, write_random_bytes)
+from csvr.data.encode import TMP_MARK, encode_video, temp_path_for
+from csvr.data.prepare import (
+    FAILURES_NAME,
+    MANIFEST_NAME,
+    PrepareError,
+    check_output,
+    ensure_prepared,
+    main,
+    prepare_tree,
+)
+from tests.videos_util import (
+    UCF,
+    VIDEOS,
+    make_all_intra,
+    make_moving_square_video,
+    make_mpeg4_with_bframes,
+    textured,
+    truncate_copy,
+    write_random_bytes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +60,12 @@ def real_tree(tmp_path_factory):
         pytest.skip(f"shared videos absent: {VIDEOS}")
     base = tmp_path_factory.mktemp("real")
     src, dst = base / "src", base / "dst"
-    for rel, name in [("a/Megamind.avi", "Megamind.avi"), ("a/Megamind_bugy.avi", "Megamind_bugy.avi"),
-                      ("b/tree.avi", "tree.avi"), ("b/box.mp4", "box.mp4")]:
+    for rel, name in [
+        ("a/Megamind.avi", "Megamind.avi"),
+        ("a/Megamind_bugy.avi", "Megamind_bugy.avi"),
+        ("b/tree.avi", "tree.avi"),
+        ("b/box.mp4", "box.mp4"),
+    ]:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).symlink_to((VIDEOS / name).resolve())
     truncate_copy(VIDEOS / "Megamind.avi", src / "b" / "damaged.avi", 0.4)
@@ -94,8 +112,9 @@ def test_second_run_skips_and_exit_status(real_tree, capsys):
 
 def small_tree(root: Path, n: int = 3) -> Path:
     for k in range(n):
-        make_moving_square_video(root / f"c{k % 2}" / f"v{k}.avi", shift=(2, 1), n_frames=24,
-                                 size=(160, 128), square=32, seed=k)
+        make_moving_square_video(
+            root / f"c{k % 2}" / f"v{k}.avi", shift=(2, 1), n_frames=24, size=(160, 128), square=32, seed=k
+        )
     return root
 
 
@@ -115,9 +134,25 @@ def test_leftover_temp_file_is_not_a_finished_file(tmp_path):
 def test_resume_after_kill(tmp_path):
     src, dst = small_tree(tmp_path / "src", 6), tmp_path / "dst"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "csvr.data.prepare", str(src), str(dst),
-                             "--workers", "1", "--no-progress", "--width", "160", "--height", "128"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "csvr.data.prepare",
+            str(src),
+            str(dst),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--width",
+            "160",
+            "--height",
+            "128",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 30
     while time.time() < deadline and proc.poll() is None:
         if any(p.name.endswith(TMP_MARK) for p in dst.rglob("*")) if dst.exists() else False:
@@ -188,12 +223,16 @@ def test_help():
 
 def write_png(path: Path, width: int = 64, height: int = 48) -> Path:
     """A real grey PNG (written by hand: signature, IHDR, IDAT, IEND)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     rows = b"".join(b"\x00" + bytes([128]) * width for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -224,13 +263,16 @@ def test_check_output_names_the_file_and_the_reason(tmp_path):
     check_output(good)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gop-size", "1"], "gop_size (--gop-size) must be >= 2"),
-    (["--gop-size", "0"], "gop_size (--gop-size) must be >= 2"),
-    (["--width", "0"], "width (--width) must be an integer >= 16"),
-    (["--workers", "-3"], "workers (--workers) must be an integer >= 1"),
-    (["--qscale", "40"], "qscale (--qscale) must be an MPEG-4 quantiser 1..31"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gop-size", "1"], "gop_size (--gop-size) must be >= 2"),
+        (["--gop-size", "0"], "gop_size (--gop-size) must be >= 2"),
+        (["--width", "0"], "width (--width) must be an integer >= 16"),
+        (["--workers", "-3"], "workers (--workers) must be an integer >= 1"),
+        (["--qscale", "40"], "qscale (--qscale) must be an MPEG-4 quantiser 1..31"),
+    ],
+)
 def test_bad_options_are_refused_up_front(tmp_path, capsys, args, message):
     src = small_tree(tmp_path / "src", 1)
     assert main([str(src), str(tmp_path / "dst"), "--no-progress", *args]) == 2

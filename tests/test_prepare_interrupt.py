@@ -73,10 +73,24 @@ def wait_gone(pids: list[int]) -> list[int]:
 
 def start_prepare(src: Path, dst: Path) -> subprocess.Popen:
     """`python -m csvr prepare SRC DST --workers 2` in its own process group (as a shell job)."""
-    cmd = [sys.executable, "-m", "csvr", "prepare", str(src), str(dst), "--workers", "2", "--no-progress",
-           "--width", "160", "--height", "128"]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "csvr",
+        "prepare",
+        str(src),
+        str(dst),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--width",
+        "160",
+        "--height",
+        "128",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def wait_for(proc: subprocess.Popen, dst: Path, what: str) -> list[int]:
@@ -111,9 +125,27 @@ def test_ctrl_c_twice_stops_at_once_and_rerun_resumes(clip_tree: Path, tmp_path:
     assert "interrupted (SIGINT)" in err and "Run the same command again to resume" in err
     done = finished(dst)
     assert 1 <= len(done) < N_CLIPS  # stopped early, kept what was finished
-    rerun = subprocess.run([sys.executable, "-m", "csvr", "prepare", str(clip_tree), str(dst), "--workers", "2",
-                            "--no-progress", "--width", "160", "--height", "128"],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csvr",
+            "prepare",
+            str(clip_tree),
+            str(dst),
+            "--workers",
+            "2",
+            "--no-progress",
+            "--width",
+            "160",
+            "--height",
+            "128",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert f"skipped {len(done)} finished" in rerun.stdout and len(finished(dst)) == N_CLIPS
 
@@ -139,9 +171,27 @@ def test_killed_parent_takes_its_workers_along(clip_tree: Path, tmp_path: Path) 
     assert wait_gone(workers) == []  # nobody goes on encoding the queue
     assert len(finished(dst)) <= len(before) + 2  # at most the two files in flight
     # the next run deletes the temp files the killed workers left and finishes the tree
-    rerun = subprocess.run([sys.executable, "-m", "csvr", "prepare", str(clip_tree), str(dst), "--workers", "1",
-                            "--no-progress", "--width", "160", "--height", "128"],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csvr",
+            "prepare",
+            str(clip_tree),
+            str(dst),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--width",
+            "160",
+            "--height",
+            "128",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert len(finished(dst)) == N_CLIPS and not [p for p in dst.rglob("*") if p.name.endswith(TMP_MARK)]
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from csvr.lit_module import CSVRLitModule
 from csvr.models.baseline_cnn import BaselineCNN
-from csvr.models.stm import SpikingTemporalModulator, TemporalBatchNorm2d, _conv_bn
 from csvr.models.bn import recompute_bn_stats
+from csvr.models.stm import SpikingTemporalModulator, TemporalBatchNorm2d, _conv_bn
 
 
 def test_temporal_bn_equals_one_batchnorm_per_step() -> None:
@@ -22,8 +22,8 @@ def test_temporal_bn_equals_one_batchnorm_per_step() -> None:
         tbn.weight.uniform_(0.5, 1.5)
         tbn.bias.normal_()
         for i, r in enumerate(refs):
-            r.weight.copy_(tbn.weight[i * c:(i + 1) * c])
-            r.bias.copy_(tbn.bias[i * c:(i + 1) * c])
+            r.weight.copy_(tbn.weight[i * c : (i + 1) * c])
+            r.bias.copy_(tbn.bias[i * c : (i + 1) * c])
     tbn.steps = t
     for mode in ("train", "train", "eval"):
         tbn.train(mode == "train")
@@ -33,7 +33,7 @@ def test_temporal_bn_equals_one_batchnorm_per_step() -> None:
         ours = tbn(x.flatten(0, 1)).view(t, b, c, 6, 6)
         torch.testing.assert_close(ours, torch.stack([r(x[i]) for i, r in enumerate(refs)]))
     for i, r in enumerate(refs):  # running statistics too
-        torch.testing.assert_close(tbn.running_var[i * c:(i + 1) * c], r.running_var)
+        torch.testing.assert_close(tbn.running_var[i * c : (i + 1) * c], r.running_var)
     tbn.steps = 13
     with pytest.raises(ValueError, match="num_p"):
         tbn(torch.randn(13 * 2, c, 2, 2))
@@ -55,15 +55,20 @@ def test_per_step_norm_removes_a_per_step_scale() -> None:
 def test_aux_loss_is_added_with_its_weight() -> None:
     torch.manual_seed(0)
     net = BaselineCNN(3, img_size=32, num_segments=2, num_steps=2, modalities=["iframe", "mv"], dropout=0.0)
-    batch = {"iframe": torch.randn(4, 2, 3, 32, 32), "mv": torch.randn(4, 2, 2, 2, 32, 32),
-             "label": torch.tensor([0, 1, 2, 1])}
+    batch = {
+        "iframe": torch.randn(4, 2, 3, 32, 32),
+        "mv": torch.randn(4, 2, 2, 2, 32, 32),
+        "label": torch.tensor([0, 1, 2, 1]),
+    }
     lit = CSVRLitModule(net, label_smoothing=0.0, aux_weight=0.5)
     torch.manual_seed(1)
     loss = lit.training_step(batch, 0)
     torch.manual_seed(1)
     logits, per = net(batch)  # BN in training mode sees the same batch, so the same outputs
-    want = F.cross_entropy(logits, batch["label"]) + 0.5 * sum(
-        F.cross_entropy(p, batch["label"]) for p in per.values()) / 2
+    want = (
+        F.cross_entropy(logits, batch["label"])
+        + 0.5 * sum(F.cross_entropy(p, batch["label"]) for p in per.values()) / 2
+    )
     torch.testing.assert_close(loss, want)
     lit.eval()
     assert lit(batch).shape == (4, 3)  # eval: logits only
@@ -92,11 +97,24 @@ def test_baseline_cnn_config_and_precise_bn_fit(tiny_synthetic, tmp_path) -> Non
     from csvr.cli import main
     from tests.conftest import REPO, SYNTH_ARGS
 
-    args = ["fit", "--config", str(REPO / "configs" / "synthetic.yaml"),
-            "--config", str(REPO / "configs" / "experiment" / "baseline_cnn.yaml"),
-            f"--data.root={tiny_synthetic}", *SYNTH_ARGS, "--data.img_size=32", "--data.num_p=2",
-            "--model.net.init_args.num_steps=2", "--model.aux_weight=1.0", "--data.num_workers=0",
-            "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.precision=32-true",
-            "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}",
-            "--trainer.callbacks+=csvr.precise_bn.PreciseBNCallback"]
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "synthetic.yaml"),
+        "--config",
+        str(REPO / "configs" / "experiment" / "baseline_cnn.yaml"),
+        f"--data.root={tiny_synthetic}",
+        *SYNTH_ARGS,
+        "--data.img_size=32",
+        "--data.num_p=2",
+        "--model.net.init_args.num_steps=2",
+        "--model.aux_weight=1.0",
+        "--data.num_workers=0",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.precision=32-true",
+        "--trainer.fast_dev_run=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.callbacks+=csvr.precise_bn.PreciseBNCallback",
+    ]
     assert main(args) == 0

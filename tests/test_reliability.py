@@ -21,9 +21,15 @@ from csvr.checkpoint import UnsafeCheckpointError, load_checkpoint
 from csvr.cli import main
 from tests.conftest import REPO, synthetic_args
 
-RESUME = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
-          "--data.batch_size=1", "--data.num_workers=2", "--trainer.logger=false",
-          "--trainer.enable_progress_bar=false"]
+RESUME = [
+    "--trainer.max_epochs=2",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=1",
+    "--data.batch_size=1",
+    "--data.num_workers=2",
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+]
 
 
 def _csvr(*args: str) -> list[str]:
@@ -35,13 +41,24 @@ def test_interrupted_fit_resumes_bit_identical(tiny_synthetic: Path, tmp_path: P
     equal an uninterrupted run's exactly (loader workers on: they prefetch before the resume)."""
     base = ["fit", *synthetic_args(tiny_synthetic), *RESUME]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    straight = subprocess.run(_csvr(*base, f"--trainer.default_root_dir={tmp_path / 'straight'}"), cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(
+        _csvr(*base, f"--trainer.default_root_dir={tmp_path / 'straight'}"),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = tmp_path / "split"
     last = run / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(_csvr(*base, f"--trainer.default_root_dir={run}"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _csvr(*base, f"--trainer.default_root_dir={run}"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while proc.poll() is None and not last.exists():
             time.sleep(0.05)
@@ -53,8 +70,14 @@ def test_interrupted_fit_resumes_bit_identical(tiny_synthetic: Path, tmp_path: P
     ckpt = torch.load(last, weights_only=True)
     if ckpt["epoch"] != 0:
         pytest.skip("the run finished before the interrupt landed (machine too fast for the 0.3 s wait)")
-    resumed = subprocess.run(_csvr(*base, f"--trainer.default_root_dir={run}", "--ckpt_path=last"), cwd=REPO,
-                             env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _csvr(*base, f"--trainer.default_root_dir={run}", "--ckpt_path=last"),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(last, weights_only=True)
@@ -92,8 +115,9 @@ def test_load_checkpoint_refuses_code(crafted: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.parametrize("command", ["lif-response", "energy", "fit", "test", "predict"])
-def test_every_command_refuses_a_crafted_checkpoint(command: str, crafted: tuple[Path, Path], tiny_synthetic: Path,
-                                                    tmp_path: Path) -> None:
+def test_every_command_refuses_a_crafted_checkpoint(
+    command: str, crafted: tuple[Path, Path], tiny_synthetic: Path, tmp_path: Path
+) -> None:
     ckpt, marker = crafted
     cfg = synthetic_args(tiny_synthetic)
     args = {
@@ -112,11 +136,18 @@ def test_every_command_refuses_a_crafted_checkpoint(command: str, crafted: tuple
     assert not marker.exists(), f"csvr {command} ran code from a checkpoint"
 
 
-def test_full_disk_leaves_the_previous_last_ckpt(tiny_synthetic: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_leaves_the_previous_last_ckpt(
+    tiny_synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A write that fails midway (ENOSPC) while saving epoch 2 leaves epoch 1's last.ckpt whole."""
-    base = ["fit", *synthetic_args(tiny_synthetic), "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+    base = [
+        "fit",
+        *synthetic_args(tiny_synthetic),
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     assert main([*base, "--trainer.max_epochs=1"]) == 0
     ckdir = tmp_path / "checkpoints"
     before = (ckdir / "last.ckpt").read_bytes()
@@ -146,11 +177,18 @@ def test_slurm_log_goes_to_an_existing_folder(tmp_path: Path) -> None:
     outputs = re.findall(r"^#SBATCH --output=(\S+)", sbatch.read_text(), re.M)
     assert outputs and all("/" not in o for o in outputs), outputs
     fake = tmp_path / "sbatch"  # stands in for SLURM's sbatch: records whether the log folder exists
-    fake.write_text('#!/bin/bash\nfor a; do case $a in --output=*) d=$(dirname "${a#--output=}"); '
-                    '[ -d "$d" ] && echo "ok $d";; esac; done\n')
+    fake.write_text(
+        '#!/bin/bash\nfor a; do case $a in --output=*) d=$(dirname "${a#--output=}"); '
+        '[ -d "$d" ] && echo "ok $d";; esac; done\n'
+    )
     fake.chmod(0o755)
-    proc = subprocess.run([str(submit), "configs/ucf101.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "SBATCH": str(fake)})
+    proc = subprocess.run(
+        [str(submit), "configs/ucf101.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SBATCH": str(fake)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok outputs/slurm" and (tmp_path / "outputs" / "slurm").is_dir()
 
@@ -158,9 +196,20 @@ def test_slurm_log_goes_to_an_existing_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("option", ["--data.num_p=0", "--data.test_crops=2"])
 def test_bad_number_is_one_clean_line(option: str, tiny_synthetic: Path, tmp_path: Path) -> None:
     """A bad value stops the run before training with one line naming the option, no traceback."""
-    proc = subprocess.run(_csvr("fit", *synthetic_args(tiny_synthetic), "--trainer.logger=false", option,
-                                "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}"),
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        _csvr(
+            "fit",
+            *synthetic_args(tiny_synthetic),
+            "--trainer.logger=false",
+            option,
+            "--trainer.fast_dev_run=1",
+            f"--trainer.default_root_dir={tmp_path}",
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     name = option.split("=")[0].split(".")[-1]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and name in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
@@ -176,12 +225,33 @@ def test_make_slice_builds_the_official_layout(tmp_path: Path) -> None:
     lists_in.mkdir()
     (lists_in / "classInd.txt").write_bytes(b"1 ApplyEyeMakeup\r\n8 BabyCrawling\r\n71 Punch\r\n72 PushUps\r\n")
     out = tmp_path / "slice"
-    assert main(["make-slice", "--ucf-root", str(download), "--lists", str(lists_in), "--out", str(out),
-                 "--classes", "BabyCrawling", "Punch", "PushUps", "--train-groups", "15-25", "--test-groups", "8-14"]) == 0
+    assert (
+        main(
+            [
+                "make-slice",
+                "--ucf-root",
+                str(download),
+                "--lists",
+                str(lists_in),
+                "--out",
+                str(out),
+                "--classes",
+                "BabyCrawling",
+                "Punch",
+                "PushUps",
+                "--train-groups",
+                "15-25",
+                "--test-groups",
+                "8-14",
+            ]
+        )
+        == 0
+    )
     lists = out / "ucfTrainTestlist"
     assert (lists / "classInd.txt").read_bytes() == b"1 BabyCrawling\r\n2 Punch\r\n3 PushUps\r\n"
     assert (lists / "trainlist01.txt").read_bytes() == b"".join(
-        f"{r} {i + 1}\r\n".encode() for i, r in enumerate(UCF_MINI_TRAIN))
+        f"{r} {i + 1}\r\n".encode() for i, r in enumerate(UCF_MINI_TRAIN)
+    )
     assert (lists / "testlist01.txt").read_bytes() == b"".join(f"{r}\r\n".encode() for r in UCF_MINI_TEST)
     clips = sorted(str(p.relative_to(out / "UCF-101")) for p in (out / "UCF-101").glob("*/*.avi"))
     assert clips == sorted(UCF_MINI_TRAIN + UCF_MINI_TEST)  # group 3 is in neither split
@@ -195,5 +265,7 @@ def test_make_slice_builds_the_official_layout(tmp_path: Path) -> None:
 def test_make_slice_errors_name_the_option(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["make-slice", "--ucf-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
     assert "--ucf-root" in capsys.readouterr().err
-    assert main(["make-slice", "--ucf-root", str(tmp_path), "--out", str(tmp_path / "o"), "--train-groups", "8-14"]) == 2
+    assert (
+        main(["make-slice", "--ucf-root", str(tmp_path), "--out", str(tmp_path / "o"), "--train-groups", "8-14"]) == 2
+    )
     assert "overlap" in capsys.readouterr().err

@@ -24,8 +24,14 @@ def _ckpt_state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
-FAST = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.logger=false",
-        "--model.warmup_epochs=0", "--model.min_lr_ratio=1.0", "--data.batch_size=4"]
+FAST = [
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.logger=false",
+    "--model.warmup_epochs=0",
+    "--model.min_lr_ratio=1.0",
+    "--data.batch_size=4",
+]
 
 
 @pytest.mark.slow
@@ -50,8 +56,14 @@ def test_wandb_offline_run_holds_logged_keys(tiny_synthetic: Path, tmp_path: Pat
     default_root_dir holding the metric keys, firing rates and energy."""
     import wandb
 
-    args = ["fit", *synthetic_args(tiny_synthetic), "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
-            "--trainer.log_every_n_steps=1", f"--trainer.default_root_dir={tmp_path}"]
+    args = [
+        "fit",
+        *synthetic_args(tiny_synthetic),
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     try:
         assert main(args) == 0
     finally:
@@ -89,8 +101,10 @@ def test_test_writes_metrics_and_predict_names_classes(tiny_synthetic: Path, tmp
     if not video.exists():
         pytest.skip(f"{video} absent")
     capsys.readouterr()
-    assert main(["predict", *base, "--trainer.logger=false", root, "--ckpt_path=best",
-                 f"--data.predict_paths=[{video}]"]) == 0
+    assert (
+        main(["predict", *base, "--trainer.logger=false", root, "--ckpt_path=best", f"--data.predict_paths=[{video}]"])
+        == 0
+    )
     preds = json.loads((tmp_path / "predictions.json").read_text())
     assert len(preds) == 1 and preds[0]["label"] in out["class_names"]
     assert sum(preds[0]["probs"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -101,8 +115,13 @@ def test_test_writes_metrics_and_predict_names_classes(tiny_synthetic: Path, tmp
 def test_bad_config_gives_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "configs" / "synthetic.yaml").read_text().replace("variant: tiny", "variantt: tiny"))
-    proc = subprocess.run([sys.executable, "-m", "csvr", "fit", "--config", str(bad)], capture_output=True, text=True,
-                          cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "csvr", "fit", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert "variantt" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -110,9 +129,23 @@ def test_bad_config_gives_clear_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_missing_dataset_root_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "UCF-101"
-    proc = subprocess.run([sys.executable, "-m", "csvr", "fit", "--config", "configs/ucf101.yaml", *TINY_ARGS,
-                           f"--data.root={missing}", "--trainer.fast_dev_run=1"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "csvr",
+            "fit",
+            "--config",
+            "configs/ucf101.yaml",
+            *TINY_ARGS,
+            f"--data.root={missing}",
+            "--trainer.fast_dev_run=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert str(missing.parent) in proc.stderr + proc.stdout
 
@@ -123,16 +156,29 @@ def test_corrupt_video_does_not_kill_the_epoch(tiny_synthetic: Path, tmp_path: P
     shutil.copytree(tiny_synthetic, root)
     victim = sorted(root.glob("*/*.avi"))[0]
     victim.write_bytes(victim.read_bytes()[:300])  # truncated: header only
-    args = ["fit", *synthetic_args(root), "--data.skip_corrupt=true", "--trainer.max_epochs=1",
-            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    args = [
+        "fit",
+        *synthetic_args(root),
+        "--data.skip_corrupt=true",
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+    ]
     with pytest.warns(UserWarning, match=victim.name):
         assert main(args) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_synthetic: Path, tmp_path: Path) -> None:
-    args = ["fit", *synthetic_args(tiny_synthetic), *FAST, "--trainer.max_epochs=3", "--trainer.gradient_clip_val=null",
-            "--model.optimizer.init_args.lr=1e30", f"--trainer.default_root_dir={tmp_path}"]
+    args = [
+        "fit",
+        *synthetic_args(tiny_synthetic),
+        *FAST,
+        "--trainer.max_epochs=3",
+        "--trainer.gradient_clip_val=null",
+        "--model.optimizer.init_args.lr=1e30",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     with pytest.raises(FloatingPointError, match="learning rate"):
         main(args)
 
@@ -141,9 +187,17 @@ def test_nan_loss_stops_with_a_clear_message(tiny_synthetic: Path, tmp_path: Pat
 def test_ddp_two_cpu_processes(tiny_synthetic: Path, tmp_path: Path) -> None:
     """Real DDP: 2 processes on gloo, launched as the user would (not from inside pytest)."""
     env = {**os.environ, "MASTER_PORT": str(free_port()), "MASTER_ADDR": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "csvr", "fit", *synthetic_args(tiny_synthetic), "--config",
-           str(REPO / "configs" / "trainer" / "ddp_cpu2.yaml"), "--trainer.fast_dev_run=2",
-           f"--trainer.default_root_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "csvr",
+        "fit",
+        *synthetic_args(tiny_synthetic),
+        "--config",
+        str(REPO / "configs" / "trainer" / "ddp_cpu2.yaml"),
+        "--trainer.fast_dev_run=2",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
@@ -173,8 +227,16 @@ def test_real_slice_fit_then_test_writes_metrics(ucf_mini: tuple[Path, Path], tm
     (170x128, as configs/ucf101_3cls.yaml), a 1-epoch fit (no validation: it comes every 5
     epochs), then `test` on the last checkpoint, as scripts/real.py does."""
     root, lists = ucf_mini
-    args = ["--config", str(REPO / "configs" / "ucf101_3cls.yaml"), f"--data.root={root}", f"--data.split_dir={lists}",
-            *TINY_ARGS, "--data.batch_size=3", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]
+    args = [
+        "--config",
+        str(REPO / "configs" / "ucf101_3cls.yaml"),
+        f"--data.root={root}",
+        f"--data.split_dir={lists}",
+        *TINY_ARGS,
+        "--data.batch_size=3",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     assert main(["fit", *args, "--trainer.max_epochs=1"]) == 0
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert main(["test", *args, "--ckpt_path=last"]) == 0

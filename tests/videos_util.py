@@ -30,7 +30,9 @@ import numpy as np
 from csvr.data.encode import encode_video
 
 # CSVR_NO_SHARED=1 hides ../shared: the suite then runs as on a fresh clone.
-SHARED = Path(__file__).resolve().parents[1] / ".." / ("shared-hidden" if os.environ.get("CSVR_NO_SHARED") else "shared")
+SHARED = (
+    Path(__file__).resolve().parents[1] / ".." / ("shared-hidden" if os.environ.get("CSVR_NO_SHARED") else "shared")
+)
 VIDEOS = SHARED / "videos"
 UCF = SHARED / "data" / "ucf101_3cls"
 
@@ -63,9 +65,14 @@ class SquareVideo:
         return x0, y0, x0 + self.square, y0 + self.square
 
 
-def moving_square_frames(shift: tuple[int, int] = (4, 2), n_frames: int = 24,
-                         size: tuple[int, int] = (340, 256), square: int = 96,
-                         start: tuple[int, int] = (64, 48), seed: int = 0) -> Iterator[np.ndarray]:
+def moving_square_frames(
+    shift: tuple[int, int] = (4, 2),
+    n_frames: int = 24,
+    size: tuple[int, int] = (340, 256),
+    square: int = 96,
+    start: tuple[int, int] = (64, 48),
+    seed: int = 0,
+) -> Iterator[np.ndarray]:
     """Frames [H, W, 3] uint8 RGB of the moving square (positions may leave the frame: clipped)."""
     rng = np.random.default_rng(seed)
     w, h = size
@@ -76,14 +83,20 @@ def moving_square_frames(shift: tuple[int, int] = (4, 2), n_frames: int = 24,
         x0, y0 = start[0] + shift[0] * t, start[1] + shift[1] * t
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + square, w), min(y0 + square, h)
         if xa < xb and ya < yb:
-            f[ya:yb, xa:xb] = sq[ya - y0:yb - y0, xa - x0:xb - x0]
+            f[ya:yb, xa:xb] = sq[ya - y0 : yb - y0, xa - x0 : xb - x0]
         yield f
 
 
-def make_moving_square_video(path: str | os.PathLike, shift: tuple[int, int] = (4, 2),
-                             n_frames: int = 24, size: tuple[int, int] = (340, 256),
-                             gop_size: int = 12, square: int = 96,
-                             start: tuple[int, int] = (64, 48), seed: int = 0) -> SquareVideo:
+def make_moving_square_video(
+    path: str | os.PathLike,
+    shift: tuple[int, int] = (4, 2),
+    n_frames: int = 24,
+    size: tuple[int, int] = (340, 256),
+    gop_size: int = 12,
+    square: int = 96,
+    start: tuple[int, int] = (64, 48),
+    seed: int = 0,
+) -> SquareVideo:
     """Encode the moving square with csvr's settings (MPEG-4 Part 2, no B-frames, qscale 3)."""
     path = Path(path)
     frames = moving_square_frames(shift, n_frames, size, square, start, seed)
@@ -91,8 +104,7 @@ def make_moving_square_video(path: str | os.PathLike, shift: tuple[int, int] = (
     return SquareVideo(path, shift, start, square, n_frames, size)
 
 
-def _encode_raw(path: str | os.PathLike, codec: str, n_frames: int, size: tuple[int, int],
-                **ctx: object) -> Path:
+def _encode_raw(path: str | os.PathLike, codec: str, n_frames: int, size: tuple[int, int], **ctx: object) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
@@ -102,8 +114,7 @@ def _encode_raw(path: str | os.PathLike, codec: str, n_frames: int, size: tuple[
         s.time_base = Fraction(1, 25)
         for k, v in ctx.items():
             setattr(s.codec_context, k, v)
-        for t, rgb in enumerate(moving_square_frames(n_frames=n_frames, size=size, square=64,
-                                                     start=(20, 20))):
+        for t, rgb in enumerate(moving_square_frames(n_frames=n_frames, size=size, square=64, start=(20, 20))):
             f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
             f.pts = t
             out.mux(s.encode(f))
@@ -111,8 +122,7 @@ def _encode_raw(path: str | os.PathLike, codec: str, n_frames: int, size: tuple[
     return path
 
 
-def make_mpeg4_with_bframes(path: str | os.PathLike, n_frames: int = 24,
-                            size: tuple[int, int] = (340, 256)) -> Path:
+def make_mpeg4_with_bframes(path: str | os.PathLike, n_frames: int = 24, size: tuple[int, int] = (340, 256)) -> Path:
     """MPEG-4 Part 2 with up to 2 B-frames between references (GOP 12)."""
     return _encode_raw(path, "mpeg4", n_frames, size, gop_size=12, max_b_frames=2)
 
@@ -122,8 +132,7 @@ def make_h264(path: str | os.PathLike, n_frames: int = 24, size: tuple[int, int]
     return _encode_raw(path, "libx264", n_frames, size, gop_size=12, max_b_frames=2)
 
 
-def make_all_intra(path: str | os.PathLike, n_frames: int = 12,
-                   size: tuple[int, int] = (340, 256)) -> Path:
+def make_all_intra(path: str | os.PathLike, n_frames: int = 12, size: tuple[int, int] = (340, 256)) -> Path:
     """MPEG-4 Part 2 where every frame is a key frame (no P-frames)."""
     return _encode_raw(path, "mpeg4", n_frames, size, gop_size=1, max_b_frames=0)
 
@@ -156,10 +165,16 @@ def write_empty(dst: str | os.PathLike) -> Path:
 
 
 # Two clips per class of the shared UCF-101 slice: one train, one test (different groups).
-UCF_MINI_TRAIN = ["BabyCrawling/v_BabyCrawling_g19_c01.avi", "Punch/v_Punch_g15_c06.avi",
-                  "PushUps/v_PushUps_g16_c04.avi"]
-UCF_MINI_TEST = ["BabyCrawling/v_BabyCrawling_g10_c02.avi", "Punch/v_Punch_g10_c03.avi",
-                 "PushUps/v_PushUps_g11_c03.avi"]
+UCF_MINI_TRAIN = [
+    "BabyCrawling/v_BabyCrawling_g19_c01.avi",
+    "Punch/v_Punch_g15_c06.avi",
+    "PushUps/v_PushUps_g16_c04.avi",
+]
+UCF_MINI_TEST = [
+    "BabyCrawling/v_BabyCrawling_g10_c02.avi",
+    "Punch/v_Punch_g10_c03.avi",
+    "PushUps/v_PushUps_g11_c03.avi",
+]
 
 
 def make_ucf_download(base: str | os.PathLike, n_frames: int = 24) -> Path:
@@ -172,8 +187,9 @@ def make_ucf_download(base: str | os.PathLike, n_frames: int = 24) -> Path:
     shifts = {"BabyCrawling": (3, 0), "Punch": (0, 3), "PushUps": (-2, 2)}
     extra = [f"{c}/v_{c}_g03_c01.avi" for c in shifts]
     for i, rel in enumerate(UCF_MINI_TRAIN + UCF_MINI_TEST + extra):
-        frames = moving_square_frames(shifts[rel.split("/")[0]], n_frames, size=(96, 64), square=24,
-                                      start=(36, 20), seed=i)
+        frames = moving_square_frames(
+            shifts[rel.split("/")[0]], n_frames, size=(96, 64), square=24, start=(36, 20), seed=i
+        )
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         encode_video(frames, root / rel, width=96, height=64)
     return root
@@ -188,8 +204,13 @@ def make_ucf_mini(base: str | os.PathLike) -> tuple[Path, Path]:
         from csvr.data.slice import make_slice
 
         download = make_ucf_download(base / "download")
-        make_slice(download, base, ["BabyCrawling", "Punch", "PushUps"], train_groups=list(range(15, 26)),
-                   test_groups=list(range(8, 15)))
+        make_slice(
+            download,
+            base,
+            ["BabyCrawling", "Punch", "PushUps"],
+            train_groups=list(range(15, 26)),
+            test_groups=list(range(8, 15)),
+        )
         return base / "UCF-101", base / "ucfTrainTestlist"
     root, lists = base / "UCF-101", base / "ucfTrainTestlist"
     for rel in UCF_MINI_TRAIN + UCF_MINI_TEST:
@@ -197,7 +218,8 @@ def make_ucf_mini(base: str | os.PathLike) -> tuple[Path, Path]:
         os.symlink((UCF / "UCF-101" / rel).resolve(), root / rel)
     lists.mkdir(parents=True)
     (lists / "classInd.txt").write_bytes((UCF / "ucfTrainTestlist" / "classInd.txt").read_bytes())
-    (lists / "trainlist01.txt").write_text("".join(f"{r} {i + 1}\r\n" for i, r in enumerate(UCF_MINI_TRAIN)),
-                                           newline="")
+    (lists / "trainlist01.txt").write_text(
+        "".join(f"{r} {i + 1}\r\n" for i, r in enumerate(UCF_MINI_TRAIN)), newline=""
+    )
     (lists / "testlist01.txt").write_text("".join(f"{r}\r\n" for r in UCF_MINI_TEST), newline="")
     return root, lists

@@ -216,8 +216,9 @@ def pick_p_frames(available: int, num_p: int) -> np.ndarray:
     return np.round(np.linspace(0, available - 1, num_p)).astype(int)
 
 
-def reference_gop(frames: dict[int, np.ndarray], vectors: list[np.ndarray | None], picks: np.ndarray,
-                  num_p: int, accumulate: bool) -> GOP:
+def reference_gop(
+    frames: dict[int, np.ndarray], vectors: list[np.ndarray | None], picks: np.ndarray, num_p: int, accumulate: bool
+) -> GOP:
     """The numpy reference extraction (the tests' oracle for `fast_gop`): `mv_field`,
     `accumulate_mv` and `warp` applied as the module docstring says.
 
@@ -242,8 +243,14 @@ def reference_gop(frames: dict[int, np.ndarray], vectors: list[np.ndarray | None
     return GOP(np.ascontiguousarray(iframe.transpose(2, 0, 1)), mv_out, res_out)
 
 
-def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.ndarray, accumulate: bool,
-             windows: list[kernels.Window], outs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+def fast_gop(
+    frames: dict[int, np.ndarray],
+    grids: list[np.ndarray],
+    picks: np.ndarray,
+    accumulate: bool,
+    windows: list[kernels.Window],
+    outs: list[tuple[np.ndarray, np.ndarray]],
+) -> None:
     """The compiled extraction (`kernels`): writes mv [T, 2, R, C] and residual [T, 3, R, C]
     float32 of each output window into `outs`, every element (padded P-frames get zeros).
 
@@ -256,14 +263,25 @@ def fast_gop(frames: dict[int, np.ndarray], grids: list[np.ndarray], picks: np.n
     wanted = {int(p): k for k, p in enumerate(picks)}
     uniq = [win.unique for win in windows]
     for mv_out, res_out in outs:  # no motion, no change beyond the GOP's last P-frame
-        mv_out[len(picks):] = 0
-        res_out[len(picks):] = 0
+        mv_out[len(picks) :] = 0
+        res_out[len(picks) :] = 0
 
     def write(cur: np.ndarray, ref: np.ndarray, field: np.ndarray, shift: int, k: int) -> None:
         for win, u, (mv_out, res_out) in zip(windows, uniq, outs):
             if u is None:
-                kernels.residual_at(cur, ref, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y,
-                                    win.res_mul, mv_out[k], res_out[k])
+                kernels.residual_at(
+                    cur,
+                    ref,
+                    field,
+                    shift,
+                    win.rows,
+                    win.cols,
+                    win.mv_mul_x,
+                    win.mv_mul_y,
+                    win.res_mul,
+                    mv_out[k],
+                    res_out[k],
+                )
                 continue
             rows, cols, ri, ci = u
             mv, res = np.empty((2, len(rows), len(cols)), np.float32), np.empty((3, len(rows), len(cols)), np.float32)
@@ -290,8 +308,10 @@ def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
     global _RECORDS_CHECKED
     if not _RECORDS_CHECKED:  # PyAV's own view once, to be sure the layout is the one we read
         if side_data.to_ndarray().dtype != kernels.MV_DTYPE:
-            raise RuntimeError(f"PyAV {av.__version__} exports motion vectors as {side_data.to_ndarray().dtype}, "
-                               f"not the layout csvr.data.kernels.MV_DTYPE reads: update MV_DTYPE")
+            raise RuntimeError(
+                f"PyAV {av.__version__} exports motion vectors as {side_data.to_ndarray().dtype}, "
+                f"not the layout csvr.data.kernels.MV_DTYPE reads: update MV_DTYPE"
+            )
         _RECORDS_CHECKED = True
     return np.frombuffer(side_data, kernels.MV_DTYPE).copy()
 
@@ -379,7 +399,9 @@ class CompressedVideo:
         """(MOTION_VECTORS records or None, half-pel block grid, `kernels.parse_vectors` status)
         of a P-frame. No side data (e.g. every block intra) means no motion."""
         if frame.pict_type != PICT_P:
-            raise UnsupportedVideoError(self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})")
+            raise UnsupportedVideoError(
+                self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})"
+            )
         grid = np.empty((2, -(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.int32)
         sd = frame.side_data.get("MOTION_VECTORS")
         vectors = None if sd is None else _records(sd)
@@ -445,8 +467,14 @@ class CompressedVideo:
         fast_gop(frames, grids, picks, accumulate, [kernels.Window.full(h, w)], [(mv, res)])
         return GOP(np.ascontiguousarray(frames[0].transpose(2, 0, 1)), mv, res)
 
-    def read_windows(self, i: int, num_p: int | None, accumulate: bool, windows: list[kernels.Window],
-                     outs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def read_windows(
+        self,
+        i: int,
+        num_p: int | None,
+        accumulate: bool,
+        windows: list[kernels.Window],
+        outs: list[tuple[np.ndarray, np.ndarray]],
+    ) -> np.ndarray:
         """Decode GOP i and write its MVs and residuals at the pixels of each output window only.
 
         windows: where and how to sample (`kernels.Window`: a crop, resize and flip as index arrays,

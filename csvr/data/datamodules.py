@@ -41,8 +41,7 @@ from torch.utils.data import DataLoader
 
 from csvr.data.codec import CodecError, CompressedVideo
 from csvr.data.datasets import CompressedVideoDataset, EpochSampler, collate
-from csvr.data.prepare import (PrepareError, reader_reason, ensure_prepared, prepare_files,
-                               prepared_path, settings_dict)
+from csvr.data.prepare import PrepareError, ensure_prepared, prepare_files, prepared_path, reader_reason, settings_dict
 from csvr.data.sampling import num_views
 from csvr.data.splits import hmdb51_classes, read_hmdb51_split, read_ucf101_split, ucf101_classes
 from csvr.data.synthetic import SyntheticMotionConfig, generate_synthetic, read_synthetic_splits, synthetic_root
@@ -137,12 +136,20 @@ class CompressedVideoDataModule(L.LightningDataModule):
         _check("num_segments", num_segments, _int(num_segments) and num_segments >= 1, "an integer >= 1 (K)")
         _check("test_segments", test_segments, _int(test_segments) and test_segments >= 1, "an integer >= 1")
         _check("test_crops", test_crops, test_crops in (1, 3), "1 (centre crop) or 3 (left, centre, right)")
-        _check("num_p", num_p, num_p is None or (_int(num_p) and num_p >= 1),
-               "an integer >= 1 (P-frames per GOP) or null (all of them)")
+        _check(
+            "num_p",
+            num_p,
+            num_p is None or (_int(num_p) and num_p >= 1),
+            "an integer >= 1 (P-frames per GOP) or null (all of them)",
+        )
         _check("img_size", img_size, _int(img_size) and img_size >= 8, "an integer >= 8 (pixels)")
         _check("batch_size", batch_size, _int(batch_size) and batch_size >= 1, "an integer >= 1")
-        _check("test_batch_size", test_batch_size, test_batch_size is None or (_int(test_batch_size) and test_batch_size >= 1),
-               "an integer >= 1 or null")
+        _check(
+            "test_batch_size",
+            test_batch_size,
+            test_batch_size is None or (_int(test_batch_size) and test_batch_size >= 1),
+            "an integer >= 1 or null",
+        )
         _check("num_workers", num_workers, _int(num_workers) and num_workers >= 0, "an integer >= 0")
         self.root = Path(root).expanduser() if root is not None else None
         self.split_dir = Path(split_dir).expanduser() if split_dir is not None else None
@@ -193,12 +200,16 @@ class CompressedVideoDataModule(L.LightningDataModule):
         w, h = self.prepared_size()
         side = min(w, h)
         if self.img_size > 2 * side:
-            raise ValueError(f"img_size {self.img_size} is more than twice the prepared frames' short side "
-                             f"({w}x{h}): crops would be upscaled {self.img_size / side:.1f}x; lower img_size "
-                             f"or use larger frames ({self.SIZE_OPTIONS})")
+            raise ValueError(
+                f"img_size {self.img_size} is more than twice the prepared frames' short side "
+                f"({w}x{h}): crops would be upscaled {self.img_size / side:.1f}x; lower img_size "
+                f"or use larger frames ({self.SIZE_OPTIONS})"
+            )
         if self.img_size > side:
-            warnings.warn(f"img_size {self.img_size} exceeds the prepared frames' short side ({w}x{h}): "
-                          f"crops are upscaled", stacklevel=3)
+            warnings.warn(
+                f"img_size {self.img_size} exceeds the prepared frames' short side ({w}x{h}): crops are upscaled",
+                stacklevel=3,
+            )
 
     # -- preparing ------------------------------------------------------------------------
     def _check_root(self) -> Path:
@@ -209,8 +220,14 @@ class CompressedVideoDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         if self.predict_paths and self.root is None:
             return
-        ensure_prepared(self._check_root(), cache_dir=self.cache_dir, workers=self.prepare_workers,
-                        skip_failed=self.skip_corrupt, progress=True, **self.prepare_size)
+        ensure_prepared(
+            self._check_root(),
+            cache_dir=self.cache_dir,
+            workers=self.prepare_workers,
+            skip_failed=self.skip_corrupt,
+            progress=True,
+            **self.prepare_size,
+        )
 
     def find_prepared(self) -> Path:
         """The prepared tree made by prepare_data (raises when it is not there)."""
@@ -235,7 +252,9 @@ class CompressedVideoDataModule(L.LightningDataModule):
         rejects (PrepareError), or with skip_corrupt drop them with one warning."""
         root = self.data_root
         todo = [rel for rel, _ in items if rel not in self._checked and (root / rel).is_file()]
-        with progress_bar(len(todo), f"checking {len(todo)} {subset} videos", len(todo) >= 500, transient=True) as advance:
+        with progress_bar(
+            len(todo), f"checking {len(todo)} {subset} videos", len(todo) >= 500, transient=True
+        ) as advance:
             for rel in todo:
                 try:
                     with CompressedVideo(root / rel):
@@ -247,25 +266,39 @@ class CompressedVideoDataModule(L.LightningDataModule):
         bad = [rel for rel, _ in items if rel in self._unreadable]
         if not bad:
             return items
-        shown = "; ".join(f"{root / rel} ({self._unreadable[rel]})" for rel in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        shown = "; ".join(f"{root / rel} ({self._unreadable[rel]})" for rel in bad[:3]) + (
+            "; ..." if len(bad) > 3 else ""
+        )
         msg = f"{len(bad)} of {len(items)} {subset} videos cannot be read: {shown}"
         if not self.skip_corrupt:
             if self.root is not None and root == self.root.resolve():
                 fix = f"re-prepare them (`csvr prepare SRC {root} --force`, SRC = the raw videos) or delete them"
             else:
                 fix = "delete them: the next run prepares them again from the raw videos"
-            raise PrepareError(f"{msg}. They are prepared files that csvr's reader rejects: {fix}; "
-                               f"or set skip_corrupt=true to train and test without them.")
+            raise PrepareError(
+                f"{msg}. They are prepared files that csvr's reader rejects: {fix}; "
+                f"or set skip_corrupt=true to train and test without them."
+            )
         warnings.warn(f"{msg}; skipping them (skip_corrupt=True)", stacklevel=2)
         return [it for it in items if it[0] not in self._unreadable]
 
     # -- datasets --------------------------------------------------------------------------
-    def _dataset(self, items: list[tuple[str, int]], train: bool, views: int = 1, crops: int = 1,
-                 root: Path | None = None) -> CompressedVideoDataset:
+    def _dataset(
+        self, items: list[tuple[str, int]], train: bool, views: int = 1, crops: int = 1, root: Path | None = None
+    ) -> CompressedVideoDataset:
         return CompressedVideoDataset(
-            root or self.data_root, items, num_segments=self.num_segments, num_p=self.num_p,
-            accumulate=self.accumulate, img_size=self.img_size, train=train, test_views=views,
-            test_crops=crops, hflip=self.hflip, skip_corrupt=self.skip_corrupt, skip_missing=self.skip_missing,
+            root or self.data_root,
+            items,
+            num_segments=self.num_segments,
+            num_p=self.num_p,
+            accumulate=self.accumulate,
+            img_size=self.img_size,
+            train=train,
+            test_views=views,
+            test_crops=crops,
+            hflip=self.hflip,
+            skip_corrupt=self.skip_corrupt,
+            skip_missing=self.skip_missing,
             noise=self.noise,
         )
 
@@ -280,8 +313,9 @@ class CompressedVideoDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and "val" not in self.datasets:
             self.datasets["val"] = self._dataset(self._usable(self.items("val"), "val"), train=False)
         if stage in ("test", "predict", None) and "test" not in self.datasets:
-            self.datasets["test"] = self._dataset(self._usable(self.items("test"), "test"), train=False,
-                                                  views=views, crops=self.test_crops)
+            self.datasets["test"] = self._dataset(
+                self._usable(self.items("test"), "test"), train=False, views=views, crops=self.test_crops
+            )
         if stage == "predict":
             self.datasets["predict"] = self.datasets["test"]
 
@@ -301,13 +335,20 @@ class CompressedVideoDataModule(L.LightningDataModule):
         tmp = self._predict_tmp = Path(tempfile.mkdtemp(prefix="csvr-predict-"))
         self._predict_finalizer = weakref.finalize(self, shutil.rmtree, str(tmp), ignore_errors=True)
         try:
-            jobs = {f"{i:04d}/{Path(p).name}": (Path(p).expanduser(), tmp / f"{i:04d}" / Path(p).name)
-                    for i, p in enumerate(paths) if p not in missing}
+            jobs = {
+                f"{i:04d}/{Path(p).name}": (Path(p).expanduser(), tmp / f"{i:04d}" / Path(p).name)
+                for i, p in enumerate(paths)
+                if p not in missing
+            }
             names = {rel: paths[int(rel[:4])] for rel in jobs}
             failed: dict[str, str] = {}
             settings = settings_dict(**self.prepare_size)
-            prepare_files(jobs, settings, workers=self.prepare_workers,
-                          done=lambda rel, _n, err: err is not None and failed.__setitem__(rel, err))
+            prepare_files(
+                jobs,
+                settings,
+                workers=self.prepare_workers,
+                done=lambda rel, _n, err: err is not None and failed.__setitem__(rel, err),
+            )
             if failed:
                 msg = f"{len(failed)} of {len(jobs)} video(s) to predict cannot be read: " + "; ".join(failed.values())
                 if not self.skip_corrupt or len(failed) == len(jobs):
@@ -315,8 +356,13 @@ class CompressedVideoDataModule(L.LightningDataModule):
                     raise PrepareError(msg + hint)
                 warnings.warn(f"{msg}; skipping them (skip_corrupt=True)", stacklevel=2)
             rels = [rel for rel in jobs if rel not in failed]
-            ds = self._dataset([(rel, -1) for rel in rels], train=False,
-                               views=num_views(self.test_segments, self.num_segments), crops=self.test_crops, root=tmp)
+            ds = self._dataset(
+                [(rel, -1) for rel in rels],
+                train=False,
+                views=num_views(self.test_segments, self.num_segments),
+                crops=self.test_crops,
+                root=tmp,
+            )
             ds.video_ids = {rel: names[rel] for rel in rels}
             return ds
         except BaseException:
@@ -349,10 +395,14 @@ class CompressedVideoDataModule(L.LightningDataModule):
         # Lightning's set_epoch: start at the (restored) epoch
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         return DataLoader(
-            self.datasets[name], batch_size=batch_size, num_workers=self.num_workers,
+            self.datasets[name],
+            batch_size=batch_size,
+            num_workers=self.num_workers,
             sampler=EpochSampler(len(self.datasets[name]), seed, epoch) if shuffle else None,
             generator=torch.Generator().manual_seed(seed % 2**63),
-            pin_memory=self.pin_memory, collate_fn=collate, persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
             multiprocessing_context=START_METHOD if self.num_workers > 0 else None,
         )
 
@@ -429,10 +479,24 @@ class SyntheticMotionDataModule(CompressedVideoDataModule):
         batch_size: int = 16,
         **kwargs,
     ) -> None:
-        self.config = SyntheticMotionConfig(num_classes=num_classes, videos_per_class=videos_per_class,
-                                            frames=frames, width=frame_width, height=frame_height, seed=seed)
-        super().__init__(root=root, num_segments=num_segments, test_segments=test_segments, num_p=num_p,
-                         img_size=img_size, hflip=hflip, batch_size=batch_size, **kwargs)
+        self.config = SyntheticMotionConfig(
+            num_classes=num_classes,
+            videos_per_class=videos_per_class,
+            frames=frames,
+            width=frame_width,
+            height=frame_height,
+            seed=seed,
+        )
+        super().__init__(
+            root=root,
+            num_segments=num_segments,
+            test_segments=test_segments,
+            num_p=num_p,
+            img_size=img_size,
+            hflip=hflip,
+            batch_size=batch_size,
+            **kwargs,
+        )
 
     def prepared_size(self) -> tuple[int, int]:
         return self.config.width, self.config.height
@@ -450,7 +514,9 @@ class SyntheticMotionDataModule(CompressedVideoDataModule):
     def find_prepared(self) -> Path:
         path = self._target()
         if not (path / MANIFEST_NAME).is_file():
-            raise FileNotFoundError(f"no synthetic dataset at {path}: call prepare_data() first (Lightning does in fit)")
+            raise FileNotFoundError(
+                f"no synthetic dataset at {path}: call prepare_data() first (Lightning does in fit)"
+            )
         return path
 
     def items(self, subset: str) -> list[tuple[str, int]]:

@@ -136,7 +136,13 @@ class CompressedVideoDataset(Dataset):
                 iframe, mv, res = self._read_noisy(video, rel, idx, crops)
             else:
                 iframe, mv, res = self._read(video, idx, crops)
-        return {"iframe": iframe, "mv": mv, "residual": res, "label": int(label), "video_id": self.video_ids.get(rel, rel)}
+        return {
+            "iframe": iframe,
+            "mv": mv,
+            "residual": res,
+            "label": int(label),
+            "video_id": self.video_ids.get(rel, rel),
+        }
 
     def _read(self, video: CompressedVideo, idx: list[int], crops: list[Crop]) -> tuple[torch.Tensor, ...]:
         """MVs and residuals computed at the crops' output pixels only, already normalised,
@@ -159,7 +165,9 @@ class CompressedVideoDataset(Dataset):
                         a[c * n + j] = a[k]
         return torch.from_numpy(iframe), torch.from_numpy(mv), torch.from_numpy(res)
 
-    def _read_noisy(self, video: CompressedVideo, rel: str, idx: list[int], crops: list[Crop]) -> tuple[torch.Tensor, ...]:
+    def _read_noisy(
+        self, video: CompressedVideo, rel: str, idx: list[int], crops: list[Crop]
+    ) -> tuple[torch.Tensor, ...]:
         """With spurious-motion noise, which acts on whole decoded GOPs before the crop."""
         done = {}  # GOP index -> [(iframe, mv, residual) per crop], already at img_size
         for i in dict.fromkeys(idx):
@@ -205,7 +213,9 @@ def collate(samples: list[Sample | None]) -> Batch:
     skipped = [s["video_id"] for s in samples if s is not None and "skipped" in s]
     if not good:
         empty = torch.zeros(0)
-        return Batch(iframe=empty, mv=empty, residual=empty, label=torch.zeros(0, dtype=torch.long), video_id=[], skipped=skipped)
+        return Batch(
+            iframe=empty, mv=empty, residual=empty, label=torch.zeros(0, dtype=torch.long), video_id=[], skipped=skipped
+        )
     return Batch(
         iframe=torch.stack([s["iframe"] for s in good]),
         mv=torch.stack([s["mv"] for s in good]),

@@ -42,8 +42,9 @@ def container_for(path: str | os.PathLike) -> str:
     return CONTAINERS[suffix]
 
 
-def open_encoder(container: av.container.OutputContainer, *, width: int, height: int,
-                 gop_size: int, qscale: int, fps: int) -> av.video.stream.VideoStream:
+def open_encoder(
+    container: av.container.OutputContainer, *, width: int, height: int, gop_size: int, qscale: int, fps: int
+) -> av.video.stream.VideoStream:
     """Add an MPEG-4 Part 2 stream with fixed qscale, GOP `gop_size`, no B-frames."""
     stream = container.add_stream("mpeg4", rate=fps)
     stream.width, stream.height = width, height
@@ -60,9 +61,17 @@ def open_encoder(container: av.container.OutputContainer, *, width: int, height:
     return stream
 
 
-def encode_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, width: int = 340,
-                 height: int = 256, gop_size: int = 12, qscale: int = 3, fps: int = 25,
-                 check: Callable[[Path, int], None] | None = None) -> int:
+def encode_video(
+    frames: Iterable[np.ndarray],
+    path: str | os.PathLike,
+    *,
+    width: int = 340,
+    height: int = 256,
+    gop_size: int = 12,
+    qscale: int = 3,
+    fps: int = 25,
+    check: Callable[[Path, int], None] | None = None,
+) -> int:
     """Encode `frames` (each [H, W, 3] uint8 RGB, any size: resized to width x height) to `path`.
 
     `frames` may also yield `av.VideoFrame`s (any pixel format), which skips an RGB round trip.
@@ -78,14 +87,12 @@ def encode_video(frames: Iterable[np.ndarray], path: str | os.PathLike, *, width
     n = 0
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format=fmt) as out:
-            stream = open_encoder(out, width=width, height=height, gop_size=gop_size,
-                                  qscale=qscale, fps=fps)
+            stream = open_encoder(out, width=width, height=height, gop_size=gop_size, qscale=qscale, fps=fps)
             for rgb in frames:
                 if isinstance(rgb, av.VideoFrame):
                     frame = rgb
                 else:
-                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8),
-                                                       format="rgb24")
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
                 frame = frame.reformat(width=width, height=height, format="yuv420p")
                 frame.pict_type = 0  # NONE: let the encoder choose I/P by gop_size
                 frame.pts = n

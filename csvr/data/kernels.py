@@ -24,7 +24,19 @@ BLOCK = 16  # MPEG-4 Part 2 macroblock side, pixels
 # codec reads the side data buffer with it directly (np.frombuffer) and checks it once.
 MV_DTYPE = np.dtype(
     {
-        "names": ["source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y", "motion_scale"],
+        "names": [
+            "source",
+            "w",
+            "h",
+            "src_x",
+            "src_y",
+            "dst_x",
+            "dst_y",
+            "flags",
+            "motion_x",
+            "motion_y",
+            "motion_scale",
+        ],
         "formats": ["<i4", "u1", "u1", "<i2", "<i2", "<i2", "<i2", "<u8", "<i4", "<i4", "<u2"],
         "offsets": [0, 4, 5, 6, 8, 10, 12, 16, 24, 28, 32],
         "itemsize": 40,
@@ -108,8 +120,8 @@ def accumulate_step(prev: np.ndarray, grid: np.ndarray, out: np.ndarray, height:
                 y = by * BLOCK + r
                 qy = min(max(y + oy, 0), height - 1)
                 if inside:  # a contiguous row: fixed-length loop over slices (vectorised)
-                    s0, s1 = prev[0, qy, x0 + ox:x0 + ox + BLOCK], prev[1, qy, x0 + ox:x0 + ox + BLOCK]
-                    d0, d1 = out[0, y, x0:x0 + BLOCK], out[1, y, x0:x0 + BLOCK]
+                    s0, s1 = prev[0, qy, x0 + ox : x0 + ox + BLOCK], prev[1, qy, x0 + ox : x0 + ox + BLOCK]
+                    d0, d1 = out[0, y, x0 : x0 + BLOCK], out[1, y, x0 : x0 + BLOCK]
                     for c in range(BLOCK):
                         d0[c] = mx + s0[c]
                         d1[c] = my + s1[c]
@@ -158,8 +170,12 @@ def residual_at(
             x0, x1 = sx >> 1, (sx + 1) >> 1
             y0, y1 = sy >> 1, (sy + 1) >> 1
             for ch in range(3):
-                s = (np.int32(ref[y0, x0, ch]) + np.int32(ref[y0, x1, ch])
-                     + np.int32(ref[y1, x0, ch]) + np.int32(ref[y1, x1, ch]))
+                s = (
+                    np.int32(ref[y0, x0, ch])
+                    + np.int32(ref[y0, x1, ch])
+                    + np.int32(ref[y1, x0, ch])
+                    + np.int32(ref[y1, x1, ch])
+                )
                 res_out[ch, r, c] = np.float32(4 * np.int32(cur[y, x, ch]) - s) * res_mul
             mv_out[0, r, c] = np.float32(mx) * mv_mul_x
             mv_out[1, r, c] = np.float32(my) * mv_mul_y

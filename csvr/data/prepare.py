@@ -100,12 +100,22 @@ def settings_dict(width: int = 340, height: int = 256, gop_size: int = 12, qscal
     _at_least("width", width, 16, "--width")
     _at_least("height", height, 16, "--height")
     if not isinstance(gop_size, int) or gop_size < 2:
-        raise ValueError(f"gop_size (--gop-size) must be >= 2 (an I-frame then P-frames, whose motion "
-                         f"vectors csvr reads), got {gop_size!r}")
+        raise ValueError(
+            f"gop_size (--gop-size) must be >= 2 (an I-frame then P-frames, whose motion "
+            f"vectors csvr reads), got {gop_size!r}"
+        )
     if not isinstance(qscale, int) or not 1 <= qscale <= 31:
         raise ValueError(f"qscale (--qscale) must be an MPEG-4 quantiser 1..31, got {qscale!r}")
-    return {"codec": "mpeg4", "width": width, "height": height, "gop_size": gop_size,
-            "qscale": qscale, "max_b_frames": 0, "fps": 25, "pix_fmt": "yuv420p"}
+    return {
+        "codec": "mpeg4",
+        "width": width,
+        "height": height,
+        "gop_size": gop_size,
+        "qscale": qscale,
+        "max_b_frames": 0,
+        "fps": 25,
+        "pix_fmt": "yuv420p",
+    }
 
 
 def find_videos(root: Path, exclude: Path | None = None) -> tuple[list[Path], dict[str, str]]:
@@ -141,7 +151,9 @@ def find_videos(root: Path, exclude: Path | None = None) -> tuple[list[Path], di
                 continue
             if e.is_dir():
                 if ident(st) in ancestors:
-                    problems[rel] = f"symlink loop{link_text(path)}: leads back to a folder above it; not followed (remove the link)"
+                    problems[rel] = (
+                        f"symlink loop{link_text(path)}: leads back to a folder above it; not followed (remove the link)"
+                    )
                 elif ident(st) == avoid:
                     problems[rel] = f"symlink into DST{link_text(path)}; not followed"
                 else:
@@ -184,7 +196,8 @@ def decoded_frames(path: Path, min_frames: int = 1) -> Iterator[av.VideoFrame]:
         if n < min_frames:
             raise PrepareError(
                 f"{path}: only {n} decodable frame (FFmpeg reads it as {container.format.name!r}, a still "
-                f"image?); csvr needs a video of at least {min_frames} frames (an I-frame and a P-frame)")
+                f"image?); csvr needs a video of at least {min_frames} frames (an I-frame and a P-frame)"
+            )
         if reason := truncation_reason(stream, end):
             raise CorruptVideoError(path, reason)
 
@@ -212,9 +225,16 @@ def check_output(path: Path, shown: str | os.PathLike | None = None) -> None:
 def prepare_file(src: Path, dst: Path, settings: dict) -> int:
     """Re-encode one file atomically, checked with the reader. Returns the frames written."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    return encode_video(decoded_frames(src, MIN_FRAMES), dst, width=settings["width"], height=settings["height"],
-                        gop_size=settings["gop_size"], qscale=settings["qscale"], fps=settings["fps"],
-                        check=lambda tmp, _n: check_output(tmp, src))
+    return encode_video(
+        decoded_frames(src, MIN_FRAMES),
+        dst,
+        width=settings["width"],
+        height=settings["height"],
+        gop_size=settings["gop_size"],
+        qscale=settings["qscale"],
+        fps=settings["fps"],
+        check=lambda tmp, _n: check_output(tmp, src),
+    )
 
 
 def _job(src: str, dst: str, settings: dict) -> tuple[int, str | None]:
@@ -227,15 +247,22 @@ def _job(src: str, dst: str, settings: dict) -> tuple[int, str | None]:
         return 0, f"{src}: {type(e).__name__}: {e}"
 
 
-def prepare_files(jobs: dict[str, tuple[Path, Path]], settings: dict, *, workers: int = 2,
-                  done: Callable[[str, int, str | None], None], progress: bool = False,
-                  label: str = "preparing") -> None:
+def prepare_files(
+    jobs: dict[str, tuple[Path, Path]],
+    settings: dict,
+    *,
+    workers: int = 2,
+    done: Callable[[str, int, str | None], None],
+    progress: bool = False,
+    label: str = "preparing",
+) -> None:
     """Prepare each `key: (src, dst)` with `workers` processes; `done(key, frames, error or None)`
     as each ends. On an interrupt the workers are stopped and the temp files of unfinished
     outputs removed before the KeyboardInterrupt propagates (finished outputs stay)."""
     finished: set[str] = set()
 
     with progress_bar(len(jobs), label, progress) as advance:
+
         def on_result(key: str, result: tuple[int, str | None] | WorkerDied) -> None:
             frames, error = (0, f"{jobs[key][0]}: {result}") if isinstance(result, WorkerDied) else result
             finished.add(key)
@@ -255,9 +282,18 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def prepare_tree(src: str | os.PathLike, dst: str | os.PathLike, *, width: int = 340,
-                 height: int = 256, gop_size: int = 12, qscale: int = 3, workers: int = 2,
-                 progress: bool = True, force: bool = False) -> PrepareReport:
+def prepare_tree(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    width: int = 340,
+    height: int = 256,
+    gop_size: int = 12,
+    qscale: int = 3,
+    workers: int = 2,
+    progress: bool = True,
+    force: bool = False,
+) -> PrepareReport:
     """Re-encode every video under src into the mirrored tree dst; see the module docstring.
 
     Raises ValueError for bad settings, FileNotFoundError for a missing src, and
@@ -272,8 +308,7 @@ def prepare_tree(src: str | os.PathLike, dst: str | os.PathLike, *, width: int =
         raise ValueError(f"DST {dst} and SRC {src} must not contain each other")
     old = read_manifest(dst)
     if old is not None and old.get("settings") != settings:
-        raise ValueError(f"{dst} was prepared with other settings {old.get('settings')}; "
-                         f"use another DST or delete it")
+        raise ValueError(f"{dst} was prepared with other settings {old.get('settings')}; use another DST or delete it")
     report = PrepareReport(dst=dst, settings=settings)
     start = time.perf_counter()
     todo: dict[str, tuple[Path, Path]] = {}
@@ -308,8 +343,16 @@ def prepare_tree(src: str | os.PathLike, dst: str | os.PathLike, *, width: int =
         atomic_write(failures, "".join(f"{rel}\t{why}\n" for rel, why in sorted(report.failed.items())))
     else:
         failures.unlink(missing_ok=True)
-    write_manifest(dst, {"version": VERSION, "settings": settings, "files": report.num_files,
-                         "failed": sorted(report.failed), "source": str(src)})
+    write_manifest(
+        dst,
+        {
+            "version": VERSION,
+            "settings": settings,
+            "files": report.num_files,
+            "failed": sorted(report.failed),
+            "source": str(src),
+        },
+    )
     return report
 
 
@@ -320,8 +363,15 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("CSVR_CACHE") or Path.home() / ".cache" / "csvr")
 
 
-def prepared_path(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *, width: int = 340,
-                  height: int = 256, gop_size: int = 12, qscale: int = 3) -> Path:
+def prepared_path(
+    root: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    width: int = 340,
+    height: int = 256,
+    gop_size: int = 12,
+    qscale: int = 3,
+) -> Path:
     """Where `ensure_prepared` puts (or finds) the prepared tree, touching nothing: root itself
     when it holds a manifest, else <cache>/prepared/<name>-<hash of abs root + settings>/."""
     root = Path(root).resolve()
@@ -332,9 +382,18 @@ def prepared_path(root: str | os.PathLike, cache_dir: str | os.PathLike | None =
     return (cache_root(cache_dir) / "prepared" / f"{root.name}-{key}").resolve()
 
 
-def ensure_prepared(root: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                    workers: int = 2, skip_failed: bool = False, progress: bool = False,
-                    width: int = 340, height: int = 256, gop_size: int = 12, qscale: int = 3) -> Path:
+def ensure_prepared(
+    root: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 2,
+    skip_failed: bool = False,
+    progress: bool = False,
+    width: int = 340,
+    height: int = 256,
+    gop_size: int = 12,
+    qscale: int = 3,
+) -> Path:
     """A prepared tree for `root`: root itself when it holds a manifest, else a cached copy.
 
     The copy lives in <cache>/prepared/<name>-<hash of abs root + settings>/ and is brought up
@@ -353,14 +412,20 @@ def ensure_prepared(root: str | os.PathLike, *, cache_dir: str | os.PathLike | N
         raise ValueError(f"cache folder {target} is inside the source tree {root}; set CSVR_CACHE elsewhere")
     # Always run: finished files are skipped (a directory scan), and files added to the
     # source since the last call are prepared too.
-    report = prepare_tree(root, target, workers=workers, progress=progress, **{
-        k: settings[k] for k in ("width", "height", "gop_size", "qscale")})
+    report = prepare_tree(
+        root,
+        target,
+        workers=workers,
+        progress=progress,
+        **{k: settings[k] for k in ("width", "height", "gop_size", "qscale")},
+    )
     failed = report.failed
     if failed and not skip_failed:
         raise PrepareError(
             f"{root}: {len(failed)} file(s) could not be prepared (see {target / FAILURES_NAME}): "
             f"{', '.join(sorted(failed)[:5])}{' ...' if len(failed) > 5 else ''}. "
-            f"Fix or remove them, or pass skip_failed=True (skip_corrupt) to train without them.")
+            f"Fix or remove them, or pass skip_failed=True (skip_corrupt) to train without them."
+        )
     return target
 
 
@@ -370,41 +435,64 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="csvr prepare",
         description="Re-encode every video under SRC into DST (same relative paths and names) as "
-                    "MPEG-4 Part 2 with a fixed GOP, no B-frames and a fixed quantiser, the format "
-                    "csvr reads I-frames, motion vectors and residuals from. Every output is checked "
-                    "with csvr's reader. Re-running skips finished files (Ctrl-C is safe: rerun to "
-                    "resume); failures are listed in DST/" + FAILURES_NAME + ".")
+        "MPEG-4 Part 2 with a fixed GOP, no B-frames and a fixed quantiser, the format "
+        "csvr reads I-frames, motion vectors and residuals from. Every output is checked "
+        "with csvr's reader. Re-running skips finished files (Ctrl-C is safe: rerun to "
+        "resume); failures are listed in DST/" + FAILURES_NAME + ".",
+    )
     parser.add_argument("src", type=Path, metavar="SRC", help="folder of videos (any codec FFmpeg decodes)")
     parser.add_argument("dst", type=Path, metavar="DST", help="output folder (created; must not be inside SRC)")
     parser.add_argument("--workers", type=int, default=2, help="parallel encoder processes, >= 1 (default 2)")
     parser.add_argument("--width", type=int, default=340, help="output width in pixels, >= 16 (default 340)")
     parser.add_argument("--height", type=int, default=256, help="output height in pixels, >= 16 (default 256)")
-    parser.add_argument("--gop-size", type=int, default=12,
-                        help="frames per GOP: 1 I-frame + P-frames, >= 2 (default 12)")
+    parser.add_argument(
+        "--gop-size", type=int, default=12, help="frames per GOP: 1 I-frame + P-frames, >= 2 (default 12)"
+    )
     parser.add_argument("--qscale", type=int, default=3, help="fixed MPEG-4 quantiser, 1 (best) to 31 (default 3)")
-    parser.add_argument("--force", action="store_true",
-                        help="re-encode files that are already finished in DST (e.g. one the reader rejects)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="re-encode files that are already finished in DST (e.g. one the reader rejects)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     with sigterm_as_interrupt():
         try:
-            report = prepare_tree(args.src, args.dst, width=args.width, height=args.height,
-                                  gop_size=args.gop_size, qscale=args.qscale, workers=args.workers,
-                                  progress=not args.no_progress, force=args.force)
+            report = prepare_tree(
+                args.src,
+                args.dst,
+                width=args.width,
+                height=args.height,
+                gop_size=args.gop_size,
+                qscale=args.qscale,
+                workers=args.workers,
+                progress=not args.no_progress,
+                force=args.force,
+            )
         except (FileNotFoundError, ValueError) as e:
             print(f"csvr prepare: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as e:
             r = getattr(e, "report", None)
-            what = "nothing written yet" if r is None else (
-                f"{len(r.written)} file(s) finished in this run, {len(r.skipped)} already finished before, "
-                f"{len(r.failed)} failed, {len(r.unfinished)} not done; no partial files left in {r.dst}")
+            what = (
+                "nothing written yet"
+                if r is None
+                else (
+                    f"{len(r.written)} file(s) finished in this run, {len(r.skipped)} already finished before, "
+                    f"{len(r.failed)} failed, {len(r.unfinished)} not done; no partial files left in {r.dst}"
+                )
+            )
             name = signal.Signals(exit_status(e) - 128).name
-            print(f"\ncsvr prepare: interrupted ({name}): {what}. Run the same command again to resume "
-                  f"(finished files are skipped).", file=sys.stderr)
+            print(
+                f"\ncsvr prepare: interrupted ({name}): {what}. Run the same command again to resume "
+                f"(finished files are skipped).",
+                file=sys.stderr,
+            )
             return exit_status(e)
-    print(f"prepared {len(report.written)} file(s) ({report.frames} frames) in {report.seconds:.1f} s, "
-          f"skipped {len(report.skipped)} finished, {len(report.failed)} failed -> {report.dst}")
+    print(
+        f"prepared {len(report.written)} file(s) ({report.frames} frames) in {report.seconds:.1f} s, "
+        f"skipped {len(report.skipped)} finished, {len(report.failed)} failed -> {report.dst}"
+    )
     if report.failed:
         print(f"FAILED ({report.dst / FAILURES_NAME}):", file=sys.stderr)
         for rel, why in sorted(report.failed.items()):

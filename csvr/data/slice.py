@@ -50,8 +50,14 @@ def _place(src: Path, dst: Path, symlink: bool) -> None:
         shutil.copy2(src, dst)
 
 
-def make_slice(ucf_root: str | Path, out: str | Path, classes: list[str], train_groups: list[int],
-               test_groups: list[int], symlink: bool = False) -> dict[str, int]:
+def make_slice(
+    ucf_root: str | Path,
+    out: str | Path,
+    classes: list[str],
+    train_groups: list[int],
+    test_groups: list[int],
+    symlink: bool = False,
+) -> dict[str, int]:
     """Build the slice (see module doc); returns {"train": n, "test": n}."""
     ucf_root, out = Path(ucf_root), Path(out)
     if not ucf_root.is_dir():
@@ -86,15 +92,21 @@ def make_slice(ucf_root: str | Path, out: str | Path, classes: list[str], train_
             raise ValueError(f"--classes: no clip of {cls} in groups {train_groups + test_groups} under {folder}")
     lists = out / "ucfTrainTestlist"
     lists.mkdir(parents=True, exist_ok=True)
-    for name, lines in (("classInd.txt", [f"{i} {c}" for i, c in enumerate(classes, 1)]),
-                        ("trainlist01.txt", train), ("testlist01.txt", test)):
+    for name, lines in (
+        ("classInd.txt", [f"{i} {c}" for i, c in enumerate(classes, 1)]),
+        ("trainlist01.txt", train),
+        ("testlist01.txt", test),
+    ):
         (lists / name).write_bytes("".join(f"{line}\r\n" for line in lines).encode())
     return {"train": len(train), "test": len(test)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="csvr make-slice", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="csvr make-slice",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--ucf-root", required=True, help="the UCF-101 folder (UCF-101/<Class>/*.avi)")
     ap.add_argument("--lists", default=None, help="ucfTrainTestlist of the download (checked to hold classInd.txt)")
     ap.add_argument("--out", required=True, help="output folder (gets UCF-101/ and ucfTrainTestlist/)")

@@ -91,9 +91,7 @@ def hmdb51_classes(split_dir: str | Path, split: int = 1) -> list[str]:
     return sorted(names)
 
 
-def read_hmdb51_split(
-    split_dir: str | Path, split: int, subset: str
-) -> tuple[list[tuple[str, int]], list[str]]:
+def read_hmdb51_split(split_dir: str | Path, split: int, subset: str) -> tuple[list[tuple[str, int]], list[str]]:
     """([(relative path '<class>/<video>.avi', 0-based label)], sorted class names)."""
     split_dir = Path(split_dir)
     _check(split_dir, split, subset, HMDB_HINT)

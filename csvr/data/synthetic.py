@@ -179,7 +179,9 @@ def render_video(name: str, config: SyntheticMotionConfig, rng: np.random.Genera
     for _ in range(2):
         ang = rng.uniform(0, 2 * math.pi)
         vel = rng.uniform(0, 0.8)
-        distractors.append((_Sprite(rng, short * 0.08), rng.uniform(0, w), rng.uniform(0, h), vel * math.cos(ang), vel * math.sin(ang)))
+        distractors.append(
+            (_Sprite(rng, short * 0.08), rng.uniform(0, w), rng.uniform(0, h), vel * math.cos(ang), vel * math.sin(ang))
+        )
     t = np.arange(config.frames, dtype=np.float64)
     ox, oy, angle, scale = _trajectory(name, rng, t, h)
     frames = []
@@ -209,7 +211,9 @@ def read_synthetic_splits(root: str | Path) -> dict:
     """{"classes": [...], "train"|"val"|"test": [(relative path, label)]} of a generated tree."""
     path = Path(root) / SPLITS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: generate the synthetic dataset first (prepare_data / generate_synthetic)")
+        raise FileNotFoundError(
+            f"{path} not found: generate the synthetic dataset first (prepare_data / generate_synthetic)"
+        )
     data = json.loads(path.read_text())
     return {k: (v if k == "classes" else [(p, int(lab)) for p, lab in v]) for k, v in data.items()}
 
@@ -233,7 +237,9 @@ def generate_synthetic(
     if manifest.is_file():
         found = json.loads(manifest.read_text()).get("synthetic")
         if found != asdict(config):
-            raise FileExistsError(f"{root} holds a different synthetic dataset ({found}); pick another root or delete it")
+            raise FileExistsError(
+                f"{root} holds a different synthetic dataset ({found}); pick another root or delete it"
+            )
         return root
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists but is not a finished synthetic dataset (no {MANIFEST_NAME}); delete it")
@@ -276,6 +282,12 @@ def _encode_one(dst: str, rel: str, label: int, config: SyntheticMotionConfig) -
 
 
 def _encode_all(dst: Path, items: list[list], config: SyntheticMotionConfig, progress: bool, workers: int) -> None:
-    with progress_bar(len(items), f"synthetic videos ({config.num_classes} classes)", progress, transient=True) as advance:
-        run_jobs(_encode_one, [(rel, (str(dst), rel, label, config)) for rel, label in items], workers,
-                 lambda _key, _result: advance())
+    with progress_bar(
+        len(items), f"synthetic videos ({config.num_classes} classes)", progress, transient=True
+    ) as advance:
+        run_jobs(
+            _encode_one,
+            [(rel, (str(dst), rel, label, config)) for rel, label in items],
+            workers,
+            lambda _key, _result: advance(),
+        )

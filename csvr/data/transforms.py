@@ -144,8 +144,10 @@ def normalize(
     i = (iframe.astype(np.float32) / 255.0 - mean) / std
     m = mv.astype(np.float32, copy=False) / MV_SCALE
     r = residual.astype(np.float32, copy=False) / RESIDUAL_SCALE
-    return torch.from_numpy(np.ascontiguousarray(i)), torch.from_numpy(np.ascontiguousarray(m)), torch.from_numpy(
-        np.ascontiguousarray(r)
+    return (
+        torch.from_numpy(np.ascontiguousarray(i)),
+        torch.from_numpy(np.ascontiguousarray(m)),
+        torch.from_numpy(np.ascontiguousarray(r)),
     )
 
 
@@ -179,9 +181,7 @@ class SpuriousMotion:
     def rng(self, video_id: str, gop: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(video_id.encode()), int(gop)])
 
-    def __call__(
-        self, mv: np.ndarray, residual: np.ndarray, video_id: str, gop: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, mv: np.ndarray, residual: np.ndarray, video_id: str, gop: int) -> tuple[np.ndarray, np.ndarray]:
         if self.rate == 0.0:
             return mv, residual
         t, _, h, w = mv.shape

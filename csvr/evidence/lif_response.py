@@ -66,8 +66,9 @@ def pulse_train(steps: int, period: int, amplitude: float) -> torch.Tensor:
 
 def simulate(x: torch.Tensor, tau: float = 2.0, threshold: float = 1.0) -> Response:
     """Drive one ThresholdLIFNode (soft reset, decay_input) from rest with x [T]."""
-    node = ThresholdLIFNode(None, tau=tau, v_threshold=threshold, learn_threshold=False,
-                            step_mode="m", store_v_pre_seq=True)
+    node = ThresholdLIFNode(
+        None, tau=tau, v_threshold=threshold, learn_threshold=False, step_mode="m", store_v_pre_seq=True
+    )
     with torch.no_grad():
         spikes = node(x.float().view(-1, 1))
     return Response(x.float(), node.v_pre_seq.view(-1).clone(), spikes.view(-1).clone())
@@ -105,11 +106,11 @@ def pulses_to_first_spike(period: int, tau: float, threshold: float, amplitude: 
     return max(1, math.ceil(math.log(need) / (period * math.log(d)) - 1e-9))
 
 
-def sweep(periods: list[int], taus: list[float], threshold: float, amplitude: float,
-          steps: int = 240) -> dict[float, list[float]]:
+def sweep(
+    periods: list[int], taus: list[float], threshold: float, amplitude: float, steps: int = 240
+) -> dict[float, list[float]]:
     """tau -> output spike rate for each input period (trains of `steps` steps)."""
-    return {tau: [simulate(pulse_train(steps, p, amplitude), tau, threshold).rate for p in periods]
-            for tau in taus}
+    return {tau: [simulate(pulse_train(steps, p, amplitude), tau, threshold).rate for p in periods] for tau in taus}
 
 
 def read_checkpoint_neuron(path: str | Path, stm: str = "mv", layer: int = 0) -> tuple[float | None, float]:
@@ -123,8 +124,10 @@ def read_checkpoint_neuron(path: str | Path, stm: str = "mv", layer: int = 0) ->
     prefix = f"stm_{stm}.layers.{layer}.neuron."
     keys = [k for k in state if k.endswith(prefix + "threshold")]
     if not keys:
-        raise KeyError(f"{path} holds no LIF threshold '*{prefix}threshold': was it trained with "
-                       f"temporal=lif and the {stm!r} modality? Pass --tau/--threshold instead.")
+        raise KeyError(
+            f"{path} holds no LIF threshold '*{prefix}threshold': was it trained with "
+            f"temporal=lif and the {stm!r} modality? Pass --tau/--threshold instead."
+        )
     theta = float(state[keys[0]].float().mean())
     w = state.get(keys[0][: -len("threshold")] + "w")
     tau = None if w is None else float(1.0 / torch.sigmoid(w.float()))
@@ -132,8 +135,9 @@ def read_checkpoint_neuron(path: str | Path, stm: str = "mv", layer: int = 0) ->
 
 
 # ---------------------------------------------------------------------------- figures
-def plot_response(low: Response, high: Response, periods: tuple[int, int], tau: float,
-                  threshold: float, out: str | Path) -> Path:
+def plot_response(
+    low: Response, high: Response, periods: tuple[int, int], tau: float, threshold: float, out: str | Path
+) -> Path:
     """Two panels (low rate, high rate): potential, threshold, input pulses and spikes."""
     import matplotlib
 
@@ -145,15 +149,20 @@ def plot_response(low: Response, high: Response, periods: tuple[int, int], tau: 
     for ax, r, p, name in zip(axes, (low, high), periods, ("low", "high")):
         t = torch.arange(len(r.x))
         pulses = t[r.x > 0]
-        ax.vlines(pulses, 0, r.x[r.x > 0] / tau, colors="tab:gray", alpha=0.45, lw=3,
-                  label=f"input pulse (A={float(r.x.max()):.2f}, drawn as A/tau)")
+        ax.vlines(
+            pulses,
+            0,
+            r.x[r.x > 0] / tau,
+            colors="tab:gray",
+            alpha=0.45,
+            lw=3,
+            label=f"input pulse (A={float(r.x.max()):.2f}, drawn as A/tau)",
+        )
         ax.plot(t, r.h, "-o", ms=3, color="tab:blue", label="membrane potential (pre-reset)")
         ax.axhline(threshold, color="tab:red", ls="--", label=f"threshold = {threshold:.3g}")
         fired = t[r.spikes > 0]
-        ax.plot(fired, torch.full((len(fired),), top * 0.93), "v", color="tab:red", ms=8,
-                label="output spike")
-        ax.set_title(f"{name} rate: 1 pulse / {p} steps ({1 / p:.3f}/step)\n"
-                     f"output {r.rate:.3f} spikes/step")
+        ax.plot(fired, torch.full((len(fired),), top * 0.93), "v", color="tab:red", ms=8, label="output spike")
+        ax.set_title(f"{name} rate: 1 pulse / {p} steps ({1 / p:.3f}/step)\noutput {r.rate:.3f} spikes/step")
         ax.set_xlabel("time step")
         ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
@@ -165,8 +174,9 @@ def plot_response(low: Response, high: Response, periods: tuple[int, int], tau: 
     return _save(fig, out)
 
 
-def plot_sweep(periods: list[int], rates: dict[float, list[float]], threshold: float,
-               amplitude: float, out: str | Path) -> Path:
+def plot_sweep(
+    periods: list[int], rates: dict[float, list[float]], threshold: float, amplitude: float, out: str | Path
+) -> Path:
     """Output spike rate vs input rate, one line per tau, critical rates dashed."""
     import matplotlib
 
@@ -210,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="csvr lif-response", description=main.__doc__)
     ap.add_argument("--out", default="lif_response.png", help="the two-panel figure (PNG)")
     ap.add_argument("--sweep-out", default=None, help="also write the output-vs-input-rate sweep (PNG)")
-    ap.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None,
-                    help="read the learnt threshold (and tau, if learnt) of a trained checkpoint's STM")
+    ap.add_argument(
+        "--ckpt_path",
+        "--ckpt-path",
+        dest="ckpt_path",
+        default=None,
+        help="read the learnt threshold (and tau, if learnt) of a trained checkpoint's STM",
+    )
     ap.add_argument("--stm", choices=("mv", "residual"), default="mv", help="which STM of the checkpoint")
     ap.add_argument("--layer", type=int, default=0, help="which STM layer of the checkpoint (0-2)")
     ap.add_argument("--tau", type=float, default=2.0, help="membrane time constant (the STM default)")

@@ -29,10 +29,14 @@ def _cnn(in_ch: int, width: int, num_classes: int, dropout: float) -> nn.Sequent
     chans = [in_ch, width, 2 * width, 4 * width, 4 * width]
     layers: list[nn.Module] = []
     for i, stride in enumerate((2, 2, 2, 1)):
-        layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride, 1, bias=False),
-                   nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                         nn.Linear(chans[-1], num_classes))
+        layers += [
+            nn.Conv2d(chans[i], chans[i + 1], 3, stride, 1, bias=False),
+            nn.BatchNorm2d(chans[i + 1]),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(chans[-1], num_classes)
+    )
 
 
 class BaselineCNN(nn.Module):
@@ -55,15 +59,19 @@ class BaselineCNN(nn.Module):
         super().__init__()
         bad = [m for m in modalities if m not in MODALITIES]
         if bad or not modalities or len(set(modalities)) != len(modalities):
-            raise ValueError(f"BaselineCNN: modalities={list(modalities)} is invalid: give one or "
-                             f"more distinct of {list(MODALITIES)}")
+            raise ValueError(
+                f"BaselineCNN: modalities={list(modalities)} is invalid: give one or "
+                f"more distinct of {list(MODALITIES)}"
+            )
         self.num_classes, self.img_size = num_classes, img_size
         self.num_segments, self.num_steps = num_segments, num_steps
         self.modalities = [m for m in MODALITIES if m in modalities]
-        self.branches = nn.ModuleDict({
-            m: _cnn(3 if m == "iframe" else num_steps * P_FRAME_CHANNELS[m], width, num_classes, dropout)
-            for m in self.modalities
-        })
+        self.branches = nn.ModuleDict(
+            {
+                m: _cnn(3 if m == "iframe" else num_steps * P_FRAME_CHANNELS[m], width, num_classes, dropout)
+                for m in self.modalities
+            }
+        )
 
     def forward(self, batch: Any) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """batch with iframe [B,K,3,H,W] / mv [B,K,T,2,H,W] / residual [B,K,T,3,H,W] -> [B, classes]."""
@@ -71,8 +79,10 @@ class BaselineCNN(nn.Module):
         for m in self.modalities:
             x = _get(batch, m)
             if x.shape[1] != self.num_segments:
-                raise ValueError(f"BaselineCNN: batch[{m!r}] has K={x.shape[1]} segments but the "
-                                 f"model was built for num_segments={self.num_segments}")
+                raise ValueError(
+                    f"BaselineCNN: batch[{m!r}] has K={x.shape[1]} segments but the "
+                    f"model was built for num_segments={self.num_segments}"
+                )
             if m != "iframe":
                 if x.ndim != 6 or x.shape[2] != self.num_steps:
                     raise ValueError(

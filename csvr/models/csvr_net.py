@@ -68,8 +68,15 @@ class CSVRNet(nn.Module):
 
     # top-level children -> the part they belong to (energy tables and plots group by it)
     PARTS = {
-        "stm_mv": "STM", "stm_residual": "STM", "iframe_stem": "stems", "encoders": "encoders",
-        "transformer": "ViT", "decoders": "decoders", "rrdb": "RRDB", "head": "head", "aux_heads": "head",
+        "stm_mv": "STM",
+        "stm_residual": "STM",
+        "iframe_stem": "stems",
+        "encoders": "encoders",
+        "transformer": "ViT",
+        "decoders": "decoders",
+        "rrdb": "RRDB",
+        "head": "head",
+        "aux_heads": "head",
     }
     STMS = {"mv": "stm_mv", "residual": "stm_residual"}  # P-frame stream -> its STM child
 
@@ -107,15 +114,13 @@ class CSVRNet(nn.Module):
         bad = [m for m in modalities if m not in MODALITIES]
         if bad or not modalities or len(set(modalities)) != len(modalities):
             raise ValueError(
-                f"modalities={list(modalities)} is invalid: give one or more distinct of "
-                f"{list(MODALITIES)}"
+                f"modalities={list(modalities)} is invalid: give one or more distinct of {list(MODALITIES)}"
             )
         if temporal not in TEMPORAL:
             raise ValueError(f"unknown temporal {temporal!r}; choose one of {list(TEMPORAL)}")
         if num_segments < 1:
             raise ValueError(f"num_segments must be >= 1, got {num_segments}")
-        given = dict(channels=channels, embed_dim=embed_dim, depth=depth, heads=heads,
-                     rrdb_growth=rrdb_growth)
+        given = dict(channels=channels, embed_dim=embed_dim, depth=depth, heads=heads, rrdb_growth=rrdb_growth)
         cfg = {k: v if given[k] is None else given[k] for k, v in VARIANTS[variant].items()}
         c, d = cfg["channels"], cfg["embed_dim"]
         p = patch_size(img_size)
@@ -126,26 +131,43 @@ class CSVRNet(nn.Module):
 
         if late_fusion and not aux_heads:
             raise ValueError("CSVRNet: late_fusion=True needs aux_heads=True (it adds their logits)")
-        stm = dict(channels=c, temporal=temporal, tau=tau, learn_threshold=learn_threshold,
-                   learn_tau=learn_tau, surrogate=surrogate, detach_reset=detach_reset,
-                   norm=stm_norm, v_threshold=v_threshold, decay_input=decay_input)
+        stm = dict(
+            channels=c,
+            temporal=temporal,
+            tau=tau,
+            learn_threshold=learn_threshold,
+            learn_tau=learn_tau,
+            surrogate=surrogate,
+            detach_reset=detach_reset,
+            norm=stm_norm,
+            v_threshold=v_threshold,
+            decay_input=decay_input,
+        )
         self.iframe_stem = IFrameStem(c) if "iframe" in self.modalities else None
         self.stm_mv = SpikingTemporalModulator(2, **stm) if "mv" in self.modalities else None
-        self.stm_residual = (
-            SpikingTemporalModulator(3, **stm) if "residual" in self.modalities else None
-        )
+        self.stm_residual = SpikingTemporalModulator(3, **stm) if "residual" in self.modalities else None
         self.encoders = nn.ModuleDict({m: LocalEncoder(c, d, p) for m in self.modalities})
         self.transformer = UnifiedTransformer(
-            d, cfg["depth"], cfg["heads"], NUM_PATCHES, num_segments, len(self.modalities),
-            mlp_ratio, dropout, drop_path,
+            d,
+            cfg["depth"],
+            cfg["heads"],
+            NUM_PATCHES,
+            num_segments,
+            len(self.modalities),
+            mlp_ratio,
+            dropout,
+            drop_path,
         )
         self.decoders = nn.ModuleDict({m: ModalityDecoder(d, c, p) for m in self.modalities})
         self.rrdb = RRDB(c, cfg["rrdb_growth"])
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(c, num_classes))
         self.late_fusion = late_fusion
         self.aux_heads = (
-            nn.ModuleDict({m: nn.Sequential(nn.Dropout(head_dropout), nn.Linear(c, num_classes))
-                           for m in self.modalities}) if aux_heads else None
+            nn.ModuleDict(
+                {m: nn.Sequential(nn.Dropout(head_dropout), nn.Linear(c, num_classes)) for m in self.modalities}
+            )
+            if aux_heads
+            else None
         )
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -201,16 +223,12 @@ class CSVRNet(nn.Module):
             [self.encoders[m](maps[m]).unflatten(0, (b, k)) for m in self.modalities], 1
         )  # [B, M, K, N, D]
         tokens = self.transformer(tokens)
-        fused = sum(
-            self.decoders[m](tokens[:, i].flatten(0, 1), maps[m])
-            for i, m in enumerate(self.modalities)
-        )
+        fused = sum(self.decoders[m](tokens[:, i].flatten(0, 1), maps[m]) for i, m in enumerate(self.modalities))
         feats = self.rrdb(fused).mean((2, 3))  # [B*K, C]
         logits = self.head(feats.view(b, k, -1).mean(1))
         if self.aux_heads is None:
             return logits
-        aux = {m: self.aux_heads[m](maps[m].mean((2, 3)).view(b, k, -1).mean(1))
-               for m in self.modalities}
+        aux = {m: self.aux_heads[m](maps[m].mean((2, 3)).view(b, k, -1).mean(1)) for m in self.modalities}
         if self.late_fusion:
             logits = logits + sum(aux.values())
         return (logits, aux) if self.training else logits

@@ -23,9 +23,7 @@ class ModalityDecoder(nn.Module):
         self.fold = nn.Fold(output_size=(side, side), kernel_size=patch, stride=patch)
         self.conv_folding = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1), nn.ReLU(inplace=True))
         self.skip = nn.Conv2d(channels, channels, 1)
-        self.conv_fusion = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)
-        )
+        self.conv_fusion = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
 
     def forward(self, tokens: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
         """tokens [B, N, D], initial [B, C, H', W'] -> [B, C, H', W']."""

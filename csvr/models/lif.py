@@ -72,9 +72,7 @@ class ThresholdLIFNode(neuron.LIFNode):
             store_v_seq=store_v_seq,
         )
         shape = () if channels is None else (channels,)
-        self.threshold = nn.Parameter(
-            torch.full(shape, float(v_threshold)), requires_grad=learn_threshold
-        )
+        self.threshold = nn.Parameter(torch.full(shape, float(v_threshold)), requires_grad=learn_threshold)
         self.learn_tau = learn_tau
         if learn_tau:
             self.w = nn.Parameter(torch.as_tensor(-math.log(tau - 1.0)))
@@ -82,10 +80,7 @@ class ThresholdLIFNode(neuron.LIFNode):
         self.v_pre_seq: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
-        return (
-            super().extra_repr()
-            + f", channels={tuple(self.threshold.shape)}, learn_tau={self.learn_tau}"
-        )
+        return super().extra_repr() + f", channels={tuple(self.threshold.shape)}, learn_tau={self.learn_tau}"
 
     def reset(self) -> None:
         super().reset()

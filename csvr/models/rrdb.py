@@ -15,8 +15,7 @@ class ResidualDenseBlock(nn.Module):
     def __init__(self, channels: int, growth: int = 32, scale: float = 0.2) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv2d(channels + i * growth, growth if i < 4 else channels, 3, 1, 1)
-            for i in range(5)
+            nn.Conv2d(channels + i * growth, growth if i < 4 else channels, 3, 1, 1) for i in range(5)
         )
         self.act = nn.LeakyReLU(0.2, inplace=True)
         self.scale = scale

@@ -185,10 +185,17 @@ class SpikingTemporalModulator(nn.Module):
         for i, stride in enumerate(STRIDES):
             if temporal == "lif":
                 layer = SpikingConvLayer(
-                    chans[i], chans[i + 1], stride, norm=norm, tau=tau,
-                    learn_threshold=learn_threshold, learn_tau=learn_tau,
-                    surrogate_function=make_surrogate(surrogate), detach_reset=detach_reset,
-                    store_v_pre_seq=i == len(STRIDES) - 1, v_threshold=v_threshold,
+                    chans[i],
+                    chans[i + 1],
+                    stride,
+                    norm=norm,
+                    tau=tau,
+                    learn_threshold=learn_threshold,
+                    learn_tau=learn_tau,
+                    surrogate_function=make_surrogate(surrogate),
+                    detach_reset=detach_reset,
+                    store_v_pre_seq=i == len(STRIDES) - 1,
+                    v_threshold=v_threshold,
                     decay_input=decay_input,
                 )
             elif temporal == "convgru":

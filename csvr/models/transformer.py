@@ -50,7 +50,11 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), x + MLP(LN(x))."""
 
     def __init__(
-        self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
@@ -59,8 +63,11 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, dim), nn.Dropout(dropout),
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+            nn.Dropout(dropout),
         )
         self.drop_path = DropPath(drop_path)
 
@@ -92,19 +99,13 @@ class UnifiedTransformer(nn.Module):
             nn.init.trunc_normal_(p, std=0.02)
         self.pos_drop = nn.Dropout(dropout)
         rates = torch.linspace(0, drop_path, depth).tolist() if depth else []
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, heads, mlp_ratio, dropout, r) for r in rates
-        )
+        self.blocks = nn.ModuleList(Block(embed_dim, heads, mlp_ratio, dropout, r) for r in rates)
         self.norm = nn.LayerNorm(embed_dim)
         self.apply(_init_weights)
 
     def positional(self) -> torch.Tensor:
         """The summed positional encoding [M, K, N, D]."""
-        return (
-            self.pos_modality[:, None, None]
-            + self.pos_temporal[None, :, None]
-            + self.pos_spatial[None, None]
-        )
+        return self.pos_modality[:, None, None] + self.pos_temporal[None, :, None] + self.pos_spatial[None, None]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         pos = self.positional()
