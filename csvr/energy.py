@@ -95,6 +95,8 @@ class EnergyReport:
     layers: list[LayerCount]
     neurons: dict[str, NeuronStats]
     input_nonzero: dict[str, float]  # analog-AC layers (P-frame inputs): non-zero fraction
+    views: int  # inferences per video (the per-view figures divide by it)
+    num_samples: int  # samples the counts were measured on
     energy_with_memory_J: float | None = None
 
     def _conv(self, kind: str) -> float:
@@ -381,7 +383,7 @@ class EnergyCounter(TorchDispatchMode):
             for n, s in self.neurons.items()
             if s.numel
         }
-        return EnergyReport(layers, neurons, input_nonzero)
+        return EnergyReport(layers, neurons, input_nonzero, views, num_samples)
 
 
 def batch_size(inputs: Any) -> int:

@@ -96,7 +96,12 @@ def tiny_config(tmp_path: Path) -> list[str]:
         "--data.num_segments=2",
         "--data.test_segments=4",
         "--data.num_p=3",
+        "--data.test_crops=1",
         f"--trainer.default_root_dir={tmp_path / 'run'}",
+        # the net `tiny()` builds: the paper's STM (one BN over all steps), no auxiliary heads
+        "--model.net.init_args.stm_norm=shared",
+        "--model.net.init_args.decay_input=true",
+        "--model.net.init_args.aux_heads=false",
     ]
 
 
