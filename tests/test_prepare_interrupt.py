@@ -71,26 +71,26 @@ def wait_gone(pids: list[int]) -> list[int]:
     return alive(pids)
 
 
+def prepare_cmd(src: Path, dst: Path, workers: int = 2) -> list[str]:
+    """`python -m csvr prepare SRC DST --workers N` at a small frame size, no progress bar."""
+    args = ["prepare", str(src), str(dst), "--workers", str(workers), "--no-progress", "--width", "160"]
+    return [sys.executable, "-m", "csvr", *args, "--height", "128"]
+
+
 def start_prepare(src: Path, dst: Path) -> subprocess.Popen:
-    """`python -m csvr prepare SRC DST --workers 2` in its own process group (as a shell job)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "csvr",
-        "prepare",
-        str(src),
-        str(dst),
-        "--workers",
-        "2",
-        "--no-progress",
-        "--width",
-        "160",
-        "--height",
-        "128",
-    ]
+    """`prepare_cmd` in its own process group (as a shell job)."""
     return subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        prepare_cmd(src, dst),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+
+
+def rerun_prepare(src: Path, dst: Path, workers: int) -> subprocess.CompletedProcess:
+    return subprocess.run(prepare_cmd(src, dst, workers), cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def wait_for(proc: subprocess.Popen, dst: Path, what: str) -> list[int]:
@@ -125,27 +125,7 @@ def test_ctrl_c_twice_stops_at_once_and_rerun_resumes(clip_tree: Path, tmp_path:
     assert "interrupted (SIGINT)" in err and "Run the same command again to resume" in err
     done = finished(dst)
     assert 1 <= len(done) < N_CLIPS  # stopped early, kept what was finished
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "csvr",
-            "prepare",
-            str(clip_tree),
-            str(dst),
-            "--workers",
-            "2",
-            "--no-progress",
-            "--width",
-            "160",
-            "--height",
-            "128",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = rerun_prepare(clip_tree, dst, 2)
     assert rerun.returncode == 0, rerun.stderr
     assert f"skipped {len(done)} finished" in rerun.stdout and len(finished(dst)) == N_CLIPS
 
@@ -171,27 +151,7 @@ def test_killed_parent_takes_its_workers_along(clip_tree: Path, tmp_path: Path) 
     assert wait_gone(workers) == []  # nobody goes on encoding the queue
     assert len(finished(dst)) <= len(before) + 2  # at most the two files in flight
     # the next run deletes the temp files the killed workers left and finishes the tree
-    rerun = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "csvr",
-            "prepare",
-            str(clip_tree),
-            str(dst),
-            "--workers",
-            "1",
-            "--no-progress",
-            "--width",
-            "160",
-            "--height",
-            "128",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = rerun_prepare(clip_tree, dst, 1)
     assert rerun.returncode == 0, rerun.stderr
     assert len(finished(dst)) == N_CLIPS and not [p for p in dst.rglob("*") if p.name.endswith(TMP_MARK)]
 
