@@ -80,7 +80,7 @@ ENERGY_CKPT ?= outputs/real/lif/checkpoints/last.ckpt
 ENERGY_OUT  ?= outputs/energy
 ENERGY_ARGS ?= --batches 3 --no-memory --layers
 ENERGY_SLICE = --data.root $(ENERGY_DATA)/UCF-101 --data.split_dir $(ENERGY_DATA)/ucfTrainTestlist \
-	--data.prepare_width 170 --data.prepare_height 128 --data.num_workers 0 --data.batch_size 2 \
+	--data.prepare.width 170 --data.prepare.height 128 --data.num_workers 0 --data.batch_size 2 \
 	--data.pin_memory false --trainer.precision 32-true --trainer.accelerator cpu
 
 energy: install
