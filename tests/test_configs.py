@@ -9,13 +9,13 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 
 from csvr.cli import main
 from csvr.lightning_cli import expand_configs
 from tests.conftest import REPO, SYNTH_ARGS, TINY_ARGS
+from tests.videos_util import make_generated_ucf_mini
 
 CONFIGS = REPO / "configs"
 ENTRY = sorted(p.name for p in CONFIGS.glob("*.yaml"))
@@ -40,31 +40,9 @@ EXPERIMENT_BASE = "ucf101_3cls.yaml"  # the config the experiment fragments docu
 # ---------------------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def ucf_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """3 classes x 3 clips in the official UCF-101 layout (CRLF lists): (root, split_dir)."""
-    from csvr.data.encode import encode_video
-
-    base = tmp_path_factory.mktemp("ucf_tiny")
-    root, lists = base / "UCF-101", base / "ucfTrainTestlist"
-    lists.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    classes = ["ApplyEyeMakeup", "BabyCrawling", "Punch"]
-    train, test = [], []
-    for ci, cls in enumerate(classes):
-        for g in range(3):
-            rel = f"{cls}/v_{cls}_g0{g + 1}_c01.avi"
-            bg = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-            frames = []
-            for t in range(24):
-                f = bg.copy()
-                x = 4 + t * (ci + 1) % 40
-                f[16:32, x : x + 16] = 255
-                frames.append(f)
-            encode_video(frames, root / rel, width=64, height=48)
-            (test if g == 2 else train).append((rel, ci + 1))
-    (lists / "classInd.txt").write_text("".join(f"{i + 1} {c}\r\n" for i, c in enumerate(classes)), newline="")
-    (lists / "trainlist01.txt").write_text("".join(f"{r} {lab}\r\n" for r, lab in train), newline="")
-    (lists / "testlist01.txt").write_text("".join(f"{r}\r\n" for r, _ in test), newline="")
-    return root, lists
+    """3 classes x 2 generated clips in the official UCF-101 layout (CRLF lists), cut by
+    `csvr make-slice`; never the shared real clips (small and fast): (root, split_dir)."""
+    return make_generated_ucf_mini(tmp_path_factory.mktemp("ucf_tiny"))
 
 
 def data_class(config: str) -> str:

@@ -195,23 +195,30 @@ def make_ucf_download(base: str | os.PathLike, n_frames: int = 24) -> Path:
     return root
 
 
+def make_generated_ucf_mini(base: str | os.PathLike) -> tuple[Path, Path]:
+    """UCF_MINI_* generated (make_ucf_download) and cut by `csvr make-slice`, whether or not the
+    shared slice exists: returns (base/UCF-101, base/ucfTrainTestlist)."""
+    from csvr.data.slice import make_slice
+
+    base = Path(base)
+    download = make_ucf_download(base / "download")
+    make_slice(
+        download,
+        base,
+        ["BabyCrawling", "Punch", "PushUps"],
+        train_groups=list(range(15, 26)),
+        test_groups=list(range(8, 15)),
+    )
+    return base / "UCF-101", base / "ucfTrainTestlist"
+
+
 def make_ucf_mini(base: str | os.PathLike) -> tuple[Path, Path]:
     """UCF_MINI_* in the official layout with CRLF list files: returns (base/UCF-101,
     base/ucfTrainTestlist). Real clips linked from the shared slice when it is there;
     otherwise a generated download (make_ucf_download) cut by `csvr make-slice`."""
     base = Path(base)
     if not UCF.is_dir():
-        from csvr.data.slice import make_slice
-
-        download = make_ucf_download(base / "download")
-        make_slice(
-            download,
-            base,
-            ["BabyCrawling", "Punch", "PushUps"],
-            train_groups=list(range(15, 26)),
-            test_groups=list(range(8, 15)),
-        )
-        return base / "UCF-101", base / "ucfTrainTestlist"
+        return make_generated_ucf_mini(base)
     root, lists = base / "UCF-101", base / "ucfTrainTestlist"
     for rel in UCF_MINI_TRAIN + UCF_MINI_TEST:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
