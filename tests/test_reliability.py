@@ -22,7 +22,7 @@ from csvr.cli import main
 from tests.conftest import REPO, synthetic_args
 
 RESUME = [
-    "--trainer.max_epochs=2",
+    "--trainer.max_epochs=3",
     "--trainer.limit_train_batches=4",
     "--trainer.limit_val_batches=1",
     "--data.batch_size=1",
@@ -36,19 +36,17 @@ def _csvr(*args: str) -> list[str]:
     return [sys.executable, "-m", "csvr", *args]
 
 
+def run_csvr(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m csvr ARGS` in the repo, output captured as text, bounded by `timeout` seconds."""
+    return subprocess.run(_csvr(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def test_interrupted_fit_resumes_bit_identical(tiny_synthetic: Path, tmp_path: Path) -> None:
-    """SIGINT during epoch 2 (after epoch 1's last.ckpt), `--ckpt_path last`: the final weights
+    """SIGINT as soon as epoch 1's last.ckpt exists, `--ckpt_path last`: the final weights
     equal an uninterrupted run's exactly (loader workers on: they prefetch before the resume)."""
     base = ["fit", *synthetic_args(tiny_synthetic), *RESUME]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    straight = subprocess.run(
-        _csvr(*base, f"--trainer.default_root_dir={tmp_path / 'straight'}"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    straight = run_csvr(*base, f"--trainer.default_root_dir={tmp_path / 'straight'}", env=env)
     assert straight.returncode == 0, straight.stderr[-3000:]
     run = tmp_path / "split"
     last = run / "checkpoints" / "last.ckpt"
@@ -61,27 +59,19 @@ def test_interrupted_fit_resumes_bit_identical(tiny_synthetic: Path, tmp_path: P
     )
     try:
         while proc.poll() is None and not last.exists():
-            time.sleep(0.05)
-        time.sleep(0.3)  # into epoch 2
-        proc.send_signal(signal.SIGINT)
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # at once: epoch 1 of 3 has just begun
         proc.wait(timeout=300)
     finally:
         proc.kill()
     ckpt = torch.load(last, weights_only=True)
-    if ckpt["epoch"] != 0:
-        pytest.skip("the run finished before the interrupt landed (machine too fast for the 0.3 s wait)")
-    resumed = subprocess.run(
-        _csvr(*base, f"--trainer.default_root_dir={run}", "--ckpt_path=last"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    if ckpt["global_step"] == 12:
+        pytest.skip("the run finished before the interrupt landed")
+    resumed = run_csvr(*base, f"--trainer.default_root_dir={run}", "--ckpt_path=last", env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(last, weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
+    assert a["global_step"] == b["global_step"] == 12
     for name, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][name]), f"{name} differs after interrupt + resume"
 
@@ -196,20 +186,8 @@ def test_slurm_log_goes_to_an_existing_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("option", ["--data.num_p=0", "--data.test_crops=2"])
 def test_bad_number_is_one_clean_line(option: str, tiny_synthetic: Path, tmp_path: Path) -> None:
     """A bad value stops the run before training with one line naming the option, no traceback."""
-    proc = subprocess.run(
-        _csvr(
-            "fit",
-            *synthetic_args(tiny_synthetic),
-            "--trainer.logger=false",
-            option,
-            "--trainer.fast_dev_run=1",
-            f"--trainer.default_root_dir={tmp_path}",
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fit = ["fit", *synthetic_args(tiny_synthetic), "--trainer.logger=false", option, "--trainer.fast_dev_run=1"]
+    proc = run_csvr(*fit, f"--trainer.default_root_dir={tmp_path}", timeout=300)
     name = option.split("=")[0].split(".")[-1]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and name in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
