@@ -142,17 +142,47 @@ def test_accumulate_step_equals_accumulate_mv(h, w):
         np.testing.assert_array_equal(acc[:, :h, :w] / 2, acc_ref)
 
 
-def test_residual_at_equals_warp():
-    rng = np.random.default_rng(1)
-    h, w = 37, 51
+def packed(rgb: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 -> [H, W] uint32 R | G << 8 | B << 16, by numpy (not `kernels.pack_rgb`)."""
+    return rgb[..., 0].astype(np.uint32) | rgb[..., 1].astype(np.uint32) << 8 | rgb[..., 2].astype(np.uint32) << 16
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7, 8, 9, 170])
+def test_pack_rgb_reads_padded_rows(width):
+    rng = np.random.default_rng(width)
+    rgb = rng.integers(0, 256, (3, width, 3), dtype=np.uint8)
+    rows = np.zeros((3, -(-3 * width // 32) * 32), np.uint8)  # rows padded like FFmpeg's planes
+    rows[:, : 3 * width] = rgb.reshape(3, -1)
+    out = np.empty((3, width), np.uint32)
+    kernels.pack_rgb(rows.view(np.uint32), width, out)
+    np.testing.assert_array_equal(out, packed(rgb))
+
+
+@pytest.mark.parametrize("shift", [0, 4])
+@pytest.mark.parametrize("window", ["full", "picked"])
+def test_residual_at_equals_warp(shift, window):
+    """Every path of the kernel (full rows of block vectors, frame edges, picked pixels, repeated
+    rows) against the numpy warp, with vectors up to 15 px, many pointing outside the frame."""
+    rng = np.random.default_rng(shift)
+    h, w = 37, 83  # partial last block row and column
     cur, ref = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
-    field = rng.integers(-30, 31, (2, h, w)).astype(np.int32)
-    rows, cols = rng.integers(0, h, 9), rng.integers(0, w, 11)
-    mv, res = np.zeros((2, 9, 11), np.float32), np.zeros((3, 9, 11), np.float32)
-    kernels.residual_at(cur, ref, field, 0, rows, cols, np.float32(0.5), np.float32(0.5), np.float32(0.25), mv, res)
-    want = (cur - warp(ref, field / np.float32(2))).transpose(2, 0, 1)
+    if shift == 4:
+        grid = rng.integers(-30, 31, (2, 3, 6)).astype(np.int32)
+        grid[:, rng.random((3, 6)) < 0.3] = 0  # some blocks in place: the contiguous path
+        field, m2 = grid, grid.repeat(16, 1).repeat(16, 2)[:, :h, :w]
+    else:
+        field = m2 = rng.integers(-30, 31, (2, h, w)).astype(np.int32)
+    if window == "full":
+        rows, cols = np.arange(h), np.arange(w)
+    else:
+        rows, cols = np.sort(rng.integers(0, h, 9)), rng.integers(0, w, 11)
+    mv, res = np.zeros((2, len(rows), len(cols)), np.float32), np.zeros((3, len(rows), len(cols)), np.float32)
+    kernels.residual_at(
+        packed(cur), packed(ref), field, shift, rows, cols, np.float32(0.5), np.float32(0.5), np.float32(0.25), mv, res
+    )
+    want = (cur - warp(ref, m2 / np.float32(2))).transpose(2, 0, 1)
     np.testing.assert_array_equal(res, want[:, rows][:, :, cols])
-    np.testing.assert_array_equal(mv, (field / np.float32(2))[:, rows][:, :, cols])
+    np.testing.assert_array_equal(mv, (m2 / np.float32(2))[:, rows][:, :, cols])
 
 
 # -- the dataset: one crop-aware path, same samples as the reference --------------------------

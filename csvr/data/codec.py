@@ -254,40 +254,21 @@ def fast_gop(
     """The compiled extraction (`kernels`): writes mv [T, 2, R, C] and residual [T, 3, R, C]
     float32 of each output window into `outs`, every element (padded P-frames get zeros).
 
-    frames as in `reference_gop`; grids: `kernels.parse_vectors` of P-frames 1..picks[-1] + 1.
-    Equals `reference_gop` sampled at the window's pixels and scaled by its multipliers, bit for
-    bit. When a resize repeats source pixels, each is computed once and then copied (`expand`).
+    frames: as `reference_gop`'s, but packed RGB [H, W] uint32 (`CompressedVideo._packed_rgb`);
+    grids: `kernels.parse_vectors` of P-frames 1..picks[-1] + 1. Equals `reference_gop` sampled
+    at the window's pixels and scaled by its multipliers, bit for bit.
     """
     iframe = frames[0]
-    h, w = iframe.shape[:2]
+    h, w = iframe.shape
     wanted = {int(p): k for k, p in enumerate(picks)}
-    uniq = [win.unique for win in windows]
     for mv_out, res_out in outs:  # no motion, no change beyond the GOP's last P-frame
         mv_out[len(picks) :] = 0
         res_out[len(picks) :] = 0
 
     def write(cur: np.ndarray, ref: np.ndarray, field: np.ndarray, shift: int, k: int) -> None:
-        for win, u, (mv_out, res_out) in zip(windows, uniq, outs):
-            if u is None:
-                kernels.residual_at(
-                    cur,
-                    ref,
-                    field,
-                    shift,
-                    win.rows,
-                    win.cols,
-                    win.mv_mul_x,
-                    win.mv_mul_y,
-                    win.res_mul,
-                    mv_out[k],
-                    res_out[k],
-                )
-                continue
-            rows, cols, ri, ci = u
-            mv, res = np.empty((2, len(rows), len(cols)), np.float32), np.empty((3, len(rows), len(cols)), np.float32)
-            kernels.residual_at(cur, ref, field, shift, rows, cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, mv, res)
-            kernels.expand(mv, ri, ci, mv_out[k])
-            kernels.expand(res, ri, ci, res_out[k])
+        for win, (mv_out, res_out) in zip(windows, outs):
+            mx, my, rm = win.mv_mul_x, win.mv_mul_y, win.res_mul
+            kernels.residual_at(cur, ref, field, shift, win.rows, win.cols, mx, my, rm, mv_out[k], res_out[k])
 
     if not accumulate:
         for p, k in wanted.items():
@@ -304,7 +285,8 @@ def fast_gop(
 
 
 def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
-    """The MOTION_VECTORS records (`kernels.MV_DTYPE`), read from the buffer (a copy)."""
+    """The MOTION_VECTORS records (`kernels.MV_DTYPE`), read from a copy of the buffer (bytes:
+    a memcpy, 7x cheaper than copying the structured array)."""
     global _RECORDS_CHECKED
     if not _RECORDS_CHECKED:  # PyAV's own view once, to be sure the layout is the one we read
         if side_data.to_ndarray().dtype != kernels.MV_DTYPE:
@@ -313,10 +295,22 @@ def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
                 f"not the layout csvr.data.kernels.MV_DTYPE reads: update MV_DTYPE"
             )
         _RECORDS_CHECKED = True
-    return np.frombuffer(side_data, kernels.MV_DTYPE).copy()
+    return np.frombuffer(bytes(side_data), kernels.MV_DTYPE)
 
 
 _RECORDS_CHECKED = False
+# Packet tables by (path, size, mtime): a dataset opens the same file every epoch, and the demux
+# pass that builds the table costs about a third of decoding a GOP (per process: each worker).
+_GOP_TABLES: dict[tuple[str, int, int], tuple[list[int], list[int], int]] = {}
+
+
+def _rgb(packed: np.ndarray) -> np.ndarray:
+    """A packed frame [H, W] uint32 (`kernels.pack_rgb`) as RGB [H, W, 3] uint8 (a view)."""
+    return packed.view(np.uint8).reshape(*packed.shape, 4)[..., :3]
+
+
+def _rgb_frames(frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    return {n: _rgb(f) for n, f in frames.items()}
 
 
 class CompressedVideo:
@@ -333,7 +327,7 @@ class CompressedVideo:
         self.frames_decoded = 0
         # One persistent converter, one thread: a fresh SwsContext per frame (frame.to_ndarray)
         # costs more than decoding the frame. Same RGB bytes as to_ndarray(format="rgb24").
-        self._rgb = VideoReformatter()
+        self._reformatter = VideoReformatter()
         try:
             self._container = av.open(str(self.path))
         except av.FFmpegError as e:
@@ -353,9 +347,24 @@ class CompressedVideo:
         if name not in SUPPORTED_CODECS:
             raise UnsupportedVideoError(self.path, f"codec {name!r} (need MPEG-4 Part 2 motion vectors)")
         self.width, self.height = s.codec_context.width, s.codec_context.height
+        st = os.stat(self.path)
+        key = (str(self.path), st.st_size, st.st_mtime_ns)
+        if (table := _GOP_TABLES.get(key)) is None:
+            table = self._scan_packets(s)
+            if len(_GOP_TABLES) >= 100_000:  # a bound, far above any dataset's file count
+                _GOP_TABLES.clear()
+            _GOP_TABLES[key] = table
+        self.gop_lengths, self._key_pts, self.num_frames = table
+        self.num_gops = len(self.gop_lengths)
+        self.nominal_p = max(self.gop_lengths) - 1
+        s.codec_context.options = {"flags2": "+export_mvs", "err_detect": "explode"}
+
+    def _scan_packets(self, s: av.video.stream.VideoStream) -> tuple[list[int], list[int], int]:
+        """(GOP lengths, key-frame pts, frame count) from one demux pass (no decoding), with the
+        checks that need every packet (truncation, B-frames by timestamps, no P-frames)."""
         keys, stamps, end = [], [], None
         try:
-            for pkt in c.demux(s):
+            for pkt in self._container.demux(s):
                 if pkt.size == 0:
                     continue
                 keys.append(bool(pkt.is_keyframe))
@@ -377,12 +386,7 @@ class CompressedVideo:
         if any(b <= a for a, b in zip(stamps, stamps[1:])):
             raise UnsupportedVideoError(self.path, "B-frames (timestamps out of decode order)")
         starts = [i for i, k in enumerate(keys) if k]
-        self.gop_lengths = [b - a for a, b in zip(starts, starts[1:] + [len(keys)])]
-        self._key_pts = [stamps[i] for i in starts]
-        self.num_gops = len(starts)
-        self.num_frames = len(keys)
-        self.nominal_p = max(self.gop_lengths) - 1
-        s.codec_context.options = {"flags2": "+export_mvs", "err_detect": "explode"}
+        return [b - a for a, b in zip(starts, starts[1:] + [len(keys)])], [stamps[i] for i in starts], len(keys)
 
     # -- context manager -------------------------------------------------------------------
     def close(self) -> None:
@@ -395,6 +399,20 @@ class CompressedVideo:
         self.close()
 
     # -- decoding --------------------------------------------------------------------------
+    def _packed_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as rgb24 (swscale, the values of `frame.to_ndarray(format="rgb24")`) packed
+        into [H, W] uint32 (`kernels.pack_rgb`), read straight from the converter's plane."""
+        h, w = self.height, self.width
+        rgb = self._reformatter.reformat(frame, format="rgb24", threads=1)
+        plane, out = rgb.planes[0], np.empty((h, w), np.uint32)
+        if plane.line_size % 4 == 0 and plane.buffer_size >= plane.line_size * h:
+            words = np.frombuffer(plane, np.uint32, count=plane.line_size // 4 * h).reshape(h, -1)
+        else:  # rows not word-aligned (FFmpeg aligns them): copy into rows that are
+            words = np.zeros((h, -(-3 * w // 4)), np.uint32)
+            words.view(np.uint8)[:, : 3 * w] = rgb.to_ndarray().reshape(h, 3 * w)
+        kernels.pack_rgb(words, w, out)
+        return out
+
     def _vectors(self, frame: av.VideoFrame, i: int) -> tuple[np.ndarray | None, np.ndarray, int]:
         """(MOTION_VECTORS records or None, half-pel block grid, `kernels.parse_vectors` status)
         of a P-frame. No side data (e.g. every block intra) means no motion."""
@@ -412,8 +430,9 @@ class CompressedVideo:
 
     def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, list | None, np.ndarray, int]:
         """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, grids,
-        picks, T), frames and vectors as `reference_gop` takes them (RGB only for the frames the
-        extraction reads), grids as `fast_gop` does (None when only the reference can)."""
+        picks, T): frames as `fast_gop` takes them (packed RGB, only the frames the extraction
+        reads; `_rgb_frames` gives `reference_gop`'s), vectors as `reference_gop` takes them,
+        grids as `fast_gop` does (None when only the reference can)."""
         if not 0 <= i < self.num_gops:
             raise IndexError(f"{self.path}: GOP {i} out of range (0..{self.num_gops - 1})")
         t_out = self.nominal_p if num_p is None else int(num_p)
@@ -440,8 +459,8 @@ class CompressedVideo:
                     vec, grid, status = self._vectors(frame, i)
                     vectors.append(vec)
                     grids = None if grids is None or status else grids + [grid]
-                if n in need:  # a copy: the converter may hand back a reused buffer
-                    frames[n] = np.array(self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray())
+                if n in need:
+                    frames[n] = self._packed_rgb(frame)
                 n += 1
                 if n == n_frames:
                     break
@@ -461,11 +480,11 @@ class CompressedVideo:
         frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)
         h, w = self.height, self.width
         if reference or grids is None:
-            return reference_gop(frames, vectors, picks, t_out, accumulate)
+            return reference_gop(_rgb_frames(frames), vectors, picks, t_out, accumulate)
         mv = np.empty((t_out, 2, h, w), np.float32)
         res = np.empty((t_out, 3, h, w), np.float32)
         fast_gop(frames, grids, picks, accumulate, [kernels.Window.full(h, w)], [(mv, res)])
-        return GOP(np.ascontiguousarray(frames[0].transpose(2, 0, 1)), mv, res)
+        return GOP(np.ascontiguousarray(_rgb(frames[0]).transpose(2, 0, 1)), mv, res)
 
     def read_windows(
         self,
@@ -480,16 +499,16 @@ class CompressedVideo:
         windows: where and how to sample (`kernels.Window`: a crop, resize and flip as index arrays,
         and the multipliers that scale and normalise); outs: per window, (mv [T, 2, R, C],
         residual [T, 3, R, C]) float32 arrays to fill (every element is written). Returns the I-frame
-        [H, W, 3] uint8 RGB. Equal, bit for bit, to sampling `read_gop`'s arrays at the window.
+        [H, W, 3] uint8 RGB (a view). Equal, bit for bit, to sampling `read_gop`'s arrays at the window.
         """
         frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)
         if grids is not None:
             fast_gop(frames, grids, picks, accumulate, windows, outs)
-            return frames[0]
-        g = reference_gop(frames, vectors, picks, t_out, accumulate)  # e.g. quarter-pel or 8x8 blocks
+            return _rgb(frames[0])
+        g = reference_gop(_rgb_frames(frames), vectors, picks, t_out, accumulate)  # e.g. quarter-pel, 8x8 blocks
         for win, (mv_out, res_out) in zip(windows, outs):
             at = np.ix_(win.rows, win.cols)
             mv_out[:, 0] = g.mv[:, 0][:, at[0], at[1]] * (2 * win.mv_mul_x)
             mv_out[:, 1] = g.mv[:, 1][:, at[0], at[1]] * (2 * win.mv_mul_y)
             res_out[:] = g.residual[:, :, at[0], at[1]] * (4 * win.res_mul)
-        return frames[0]
+        return _rgb(frames[0])

@@ -9,11 +9,12 @@ outputs are the values `transforms.apply_crop` + `transforms.normalize` give, bi
 
 Fields: `field[0|1, y >> shift, x >> shift]` is (2 dx, 2 dy) at pixel (y, x): shift 4 reads a
 16x16 block grid (frame-to-frame vectors), shift 0 a per-pixel field (accumulated vectors).
+Frames are packed pixels, R | G << 8 | B << 16 in a uint32 (`pack_rgb`): one load per pixel,
+and the 4-pixel sums of two channels at once in 16-bit lanes ("SWAR", `_pixel`).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numba as nb
@@ -55,16 +56,6 @@ class Window:
     mv_mul_x: np.float32
     mv_mul_y: np.float32
     res_mul: np.float32
-
-    @functools.cached_property
-    def unique(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """(rows, cols) without repeats and the maps back, when an upsampling resize repeats
-        source pixels (compute each once, then `expand`); None when nothing repeats."""
-        ru, ri = np.unique(self.rows, return_inverse=True)
-        cu, ci = np.unique(self.cols, return_inverse=True)
-        if len(ru) == len(self.rows) and len(cu) == len(self.cols):
-            return None
-        return ru, cu, ri.astype(np.intp), ci.astype(np.intp)
 
     @classmethod
     def full(cls, height: int, width: int) -> Window:
@@ -132,6 +123,112 @@ def accumulate_step(prev: np.ndarray, grid: np.ndarray, out: np.ndarray, height:
                         out[1, y, x0 + c] = my + prev[1, qy, qx]
 
 
+_LOW = np.uint32(0x00FF00FF)  # bytes 0 and 2 of a packed pixel (R and B)
+_U2, _U8, _U16, _U24 = np.uint32(2), np.uint32(8), np.uint32(16), np.uint32(24)
+_U255, _U16BITS = np.uint32(255), np.uint32(0xFFFF)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pixel(cur, a, b, c, d, res_mul):
+    """(4 cur - (a + b + c + d)) * res_mul for R, G, B of packed pixels (uint32 R | G << 8 |
+    B << 16): two channels summed at once in 16-bit lanes (4 x 255 fits), exact integers."""
+    lo = (a & _LOW) + (b & _LOW) + (c & _LOW) + (d & _LOW)  # R | B << 16
+    hi = ((a >> _U8) & _LOW) + ((b >> _U8) & _LOW) + ((c >> _U8) & _LOW) + ((d >> _U8) & _LOW)  # G
+    r = np.float32(np.int32((cur & _U255) << _U2) - np.int32(lo & _U16BITS)) * res_mul
+    g = np.float32(np.int32(((cur >> _U8) & _U255) << _U2) - np.int32(hi & _U16BITS)) * res_mul
+    bl = np.float32(np.int32(((cur >> _U16) & _U255) << _U2) - np.int32(lo >> _U16)) * res_mul
+    return r, g, bl
+
+
+@nb.njit(cache=True, nogil=True)
+def _block_row(cur, ref, grid, y, n, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1, r2) -> None:
+    """Source pixels (y, x), x < n, of 16x16-block vectors `grid` (shift 4) into m0..r2[x]. A
+    block whose source run lies inside the frame is a fixed-length loop over contiguous memory
+    (vectorised); frame edges go pixel by pixel."""
+    h, w = ref.shape
+    g0, g1, crow = grid[0, y >> 4], grid[1, y >> 4], cur[y]
+    x = 0
+    while x < n:
+        mx, my = g0[x >> 4], g1[x >> 4]
+        sx, sy = 2 * x - mx, 2 * y - my
+        if (
+            x & (BLOCK - 1) == 0
+            and x + BLOCK <= n
+            and sx >= 0
+            and sx + 2 * (BLOCK - 1) <= 2 * (w - 1)
+            and 0 <= sy <= 2 * (h - 1)
+        ):
+            x0, x1, y0, y1 = sx >> 1, (sx + 1) >> 1, sy >> 1, (sy + 1) >> 1
+            ra, rb, rc, rd = (
+                ref[y0, x0 : x0 + BLOCK],
+                ref[y0, x1 : x1 + BLOCK],
+                ref[y1, x0 : x0 + BLOCK],
+                ref[y1, x1 : x1 + BLOCK],
+            )
+            cc = crow[x : x + BLOCK]
+            o0, o1, o2, v0, v1 = (
+                r0[x : x + BLOCK],
+                r1[x : x + BLOCK],
+                r2[x : x + BLOCK],
+                m0[x : x + BLOCK],
+                m1[x : x + BLOCK],
+            )
+            fmx, fmy = np.float32(mx) * mv_mul_x, np.float32(my) * mv_mul_y
+            for k in range(BLOCK):
+                o0[k], o1[k], o2[k] = _pixel(cc[k], ra[k], rb[k], rc[k], rd[k], res_mul)
+                v0[k] = fmx
+                v1[k] = fmy
+            x += BLOCK
+            continue
+        sx, sy = min(max(sx, 0), 2 * (w - 1)), min(max(sy, 0), 2 * (h - 1))
+        x0, x1, y0, y1 = sx >> 1, (sx + 1) >> 1, sy >> 1, (sy + 1) >> 1
+        r0[x], r1[x], r2[x] = _pixel(crow[x], ref[y0, x0], ref[y0, x1], ref[y1, x0], ref[y1, x1], res_mul)
+        m0[x] = np.float32(mx) * mv_mul_x
+        m1[x] = np.float32(my) * mv_mul_y
+        x += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _fetch(field, shift, cur, y, xs, f0, f1, e) -> None:
+    """Gathers at source pixels (y, xs[k]): the half-pel vector (f0, f1)[k] and the current pixel e[k]."""
+    g0, g1, crow = field[0, y >> shift], field[1, y >> shift], cur[y]
+    for k in range(xs.shape[0]):
+        x = xs[k]
+        f0[k], f1[k], e[k] = g0[x >> shift], g1[x >> shift], crow[x]
+
+
+@nb.njit(cache=True, nogil=True)
+def _warp_index(y, xs, f0, f1, h, w, i00, dx, dy) -> None:
+    """The flat reference index of the 4 pixels the warp of (y, xs[k]) sums: i00[k], + dx[k],
+    + dy[k], + both (coordinates clamped; int32 arithmetic, vectorised)."""
+    wm, hm, y2, w32 = np.int32(2 * (w - 1)), np.int32(2 * (h - 1)), np.int32(2 * y), np.int32(w)
+    zero, one = np.int32(0), np.int32(1)
+    for k in range(xs.shape[0]):
+        sx = min(max(np.int32(2) * xs[k] - f0[k], zero), wm)
+        sy = min(max(y2 - f1[k], zero), hm)
+        i00[k] = np.uint32((sy >> one) * w32 + (sx >> one))
+        dx[k] = np.uint32(sx & one)
+        dy[k] = np.uint32((sy & one) * w32)
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather(flat_ref, i00, dx, dy, a, b, c, d) -> None:
+    """The 4 reference pixels of each warp (a scalar loop: gathers)."""
+    for k in range(i00.shape[0]):
+        i = i00[k]
+        a[k], b[k] = flat_ref[i], flat_ref[i + dx[k]]
+        c[k], d[k] = flat_ref[i + dy[k]], flat_ref[i + dx[k] + dy[k]]
+
+
+@nb.njit(cache=True, nogil=True)
+def _residual_row(a, b, c, d, e, f0, f1, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1, r2) -> None:
+    """Contiguous arithmetic on what `_fetch` and `_gather` fetched (vectorised)."""
+    for k in range(a.shape[0]):
+        r0[k], r1[k], r2[k] = _pixel(e[k], a[k], b[k], c[k], d[k], res_mul)
+        m0[k] = np.float32(f0[k]) * mv_mul_x
+        m1[k] = np.float32(f1[k]) * mv_mul_y
+
+
 @nb.njit(cache=True, nogil=True)
 def residual_at(
     cur: np.ndarray,
@@ -149,46 +246,55 @@ def residual_at(
     """At output pixel (r, c), source p = (rows[r], cols[c]) and m2 = field at p:
     mv_out[:, r, c] = m2 * mv_mul; res_out[:, r, c] = (4 cur[p] - 4 warp(ref, m2 / 2)[p]) * res_mul.
 
-    cur, ref [H, W, 3] uint8 RGB; field [2, ., .] int32 read at (y >> shift, x >> shift);
-    mv_out [2, R, C], res_out [3, R, C] float32. 4 warp = the sum of the pixels at floor/ceil
-    of the half-pel source coordinates, clamped to the frame (as `codec._warp_rgba_sum`).
+    cur, ref [H, W] uint32: packed RGB pixels (`pack_rgb`); field [2, ., .] int32 read at
+    (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32. 4 warp = the sum of
+    the pixels at floor/ceil of the half-pel source coordinates, clamped to the frame (as
+    `codec._warp_rgba_sum`). Row by row, in passes over the output columns (gathers of vectors
+    and pixels, indices, gathers of the warp, arithmetic) so that two of them vectorise; full rows of block vectors take
+    `_block_row`; an output row that repeats the previous source row is copied.
     """
-    h, w = cur.shape[0], cur.shape[1]
+    h, w = ref.shape
     n_cols = cols.shape[0]
-    fx = np.empty(n_cols, np.intp)
+    full_rows = shift == 4 and n_cols == w
     for c in range(n_cols):
-        fx[c] = cols[c] >> shift
+        full_rows = full_rows and cols[c] == c
+    xs, f0, f1 = cols.astype(np.int32), np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
+    work = np.empty((8, n_cols), np.uint32)  # i00, dx, dy, then 4 reference pixels and the current one
+    i00, dx, dy, a, b, c, d, e = work[0], work[1], work[2], work[3], work[4], work[5], work[6], work[7]
+    flat_ref = ref.ravel()
     for r in range(rows.shape[0]):
         y = rows[r]
-        fy = y >> shift
-        for c in range(n_cols):
-            x = cols[c]
-            mx = field[0, fy, fx[c]]
-            my = field[1, fy, fx[c]]
-            sx = min(max(2 * x - mx, 0), 2 * (w - 1))
-            sy = min(max(2 * y - my, 0), 2 * (h - 1))
-            x0, x1 = sx >> 1, (sx + 1) >> 1
-            y0, y1 = sy >> 1, (sy + 1) >> 1
-            for ch in range(3):
-                s = (
-                    np.int32(ref[y0, x0, ch])
-                    + np.int32(ref[y0, x1, ch])
-                    + np.int32(ref[y1, x0, ch])
-                    + np.int32(ref[y1, x1, ch])
-                )
-                res_out[ch, r, c] = np.float32(4 * np.int32(cur[y, x, ch]) - s) * res_mul
-            mv_out[0, r, c] = np.float32(mx) * mv_mul_x
-            mv_out[1, r, c] = np.float32(my) * mv_mul_y
+        if r > 0 and rows[r - 1] == y:
+            mv_out[:, r] = mv_out[:, r - 1]
+            res_out[:, r] = res_out[:, r - 1]
+            continue
+        m0, m1, r0, r1, r2 = mv_out[0, r], mv_out[1, r], res_out[0, r], res_out[1, r], res_out[2, r]
+        if full_rows:
+            _block_row(cur, ref, field, y, n_cols, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1, r2)
+            continue
+        _fetch(field, shift, cur, y, xs, f0, f1, e)
+        _warp_index(y, xs, f0, f1, h, w, i00, dx, dy)
+        _gather(flat_ref, i00, dx, dy, a, b, c, d)
+        _residual_row(a, b, c, d, e, f0, f1, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1, r2)
 
 
 @nb.njit(cache=True, nogil=True)
-def expand(src: np.ndarray, ri: np.ndarray, ci: np.ndarray, out: np.ndarray) -> None:
-    """out[:, r, c] = src[:, ri[r], ci[c]]: src [N, Ru, Cu] -> out [N, R, C] float32."""
-    for n in range(out.shape[0]):
-        for r in range(out.shape[1]):
-            s, o = src[n, ri[r]], out[n, r]
-            for c in range(out.shape[2]):
-                o[c] = s[ci[c]]
+def pack_rgb(words: np.ndarray, width: int, out: np.ndarray) -> None:
+    """out[y, x] = R | G << 8 | B << 16 of an rgb24 image whose rows are read as uint32 words
+    (words [H, L] with 4 L >= 3 width: FFmpeg's plane, rows padded to its alignment) -> out
+    [H, width] uint32. Four pixels are three words. (swscale's own RGBA output is not always
+    rgb24's values: it differs at some widths, so csvr converts to rgb24 and packs.)"""
+    for y in range(out.shape[0]):
+        row, dst = words[y], out[y]
+        for q in range(width // 4):
+            w0, w1, w2 = row[3 * q], row[3 * q + 1], row[3 * q + 2]
+            dst[4 * q] = w0 & np.uint32(0xFFFFFF)
+            dst[4 * q + 1] = (w0 >> _U24) | ((w1 & _U16BITS) << _U8)
+            dst[4 * q + 2] = (w1 >> _U16) | ((w2 & _U255) << _U16)
+            dst[4 * q + 3] = w2 >> _U8
+        rb = row.view(np.uint8)
+        for x in range(width // 4 * 4, width):
+            dst[x] = np.uint32(rb[3 * x]) | (np.uint32(rb[3 * x + 1]) << _U8) | (np.uint32(rb[3 * x + 2]) << _U16)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -206,13 +312,15 @@ def lookup_at(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, lut: np.ndarr
 def warm_up() -> None:
     """Compile (first run) or load from numba's on-disk cache (later runs, DataLoader workers)
     every kernel for the argument types the codec passes, on tiny arrays."""
-    rgb = np.zeros((BLOCK, BLOCK, 3), np.uint8)
+    rgba = np.zeros((BLOCK, BLOCK, 4), np.uint8)
+    packed = rgba.view(np.uint32)[..., 0]
     grid = np.zeros((2, 1, 1), np.int32)
     acc = np.zeros((2, BLOCK, BLOCK), np.int32)
     accumulate_step(acc, grid, np.empty_like(acc), BLOCK, BLOCK)
     win = Window.full(2, 2)
     out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
-    residual_at(rgb, rgb, grid, 4, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
-    expand(out[0], win.rows, win.cols, out[0])
-    lookup_at(rgb, win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
+    for field, shift in ((grid, 4), (acc, 0)):
+        residual_at(packed, packed, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
+    lookup_at(rgba[..., :3], win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
+    pack_rgb(np.zeros((BLOCK, BLOCK), np.uint32), BLOCK, packed.copy())
     parse_vectors(np.zeros(0, MV_DTYPE), grid)
