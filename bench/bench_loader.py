@@ -3,8 +3,8 @@
 (d) DataLoader clips/s with 0, 1 and 2 workers (spawned, as the DataModules do): K=3, T=4,
     64 px, accumulate, training augmentation, batch 8, on full-length UCF-101 clips of ../shared
     re-encoded at 170x128 (synthetic clips without ../shared). Aim >= 15 clips/s with 1 worker.
-(e) training steps/s of configs/ucf101_3cls.yaml (its network, optimiser, batch and
-    DataModule: prepared slice, 1 worker) against the same model fed from batches already in
+(e) training steps/s of configs/ucf101_3cls.yaml (its network, batch and DataModule, built
+    by the CLI: prepared slice, 1 worker; AdamW) against the same model fed from batches already in
     memory; the ratio says how data-bound fit is. Aim <= 1.3. Skipped without ../shared.
     Torch runs on the cores the workers leave (cpus - num_workers): on 2 cores with 2 torch
     threads and 1 busy worker, each step was 6x slower (thread oversubscription, not data).
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from csvr.data.datasets import WORKER_CONTEXT, CompressedVideoDataset, collate
@@ -68,31 +67,27 @@ def loader_rates() -> dict:
 
 
 def fit_ratio(steps: int = 4) -> dict:
-    from csvr.data import UCF101DataModule
-    from csvr.models import CSVRNet
+    from csvr.lightning_cli import load_config_objects
 
-    cfg = yaml.safe_load(CONFIG.read_text())
-    data = dict(cfg["data"]["init_args"])
-    for key in ("root", "split_dir"):
-        data[key] = str((REPO / data[key]).resolve())
-    if not Path(data["root"]).is_dir():
-        return {"e_fit_real_vs_memory": {"value": "skipped", "unit": "", "aim": f"needs {data['root']}"}}
-    dm = UCF101DataModule(**data)
+    try:  # the model and data exactly as `csvr fit --config configs/ucf101_3cls.yaml` builds them
+        module, dm = load_config_objects([CONFIG])
+    except (FileNotFoundError, ValueError) as err:
+        return {"e_fit_real_vs_memory": {"value": "skipped", "unit": "", "aim": f"needs the UCF slice: {err}"}}
     dm.prepare_data()
     dm.setup("fit")
     # The loader's workers need cores too: with torch on every core, the training threads stall
     # at each parallel region while a worker holds a core (measured: 6x slower steps on 2 cores).
-    threads = max(1, (os.cpu_count() or 1) - int(data.get("num_workers", 0)))
+    threads = max(1, (os.cpu_count() or 1) - int(dm.hparams.get("num_workers", 0)))
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = CSVRNet(
-        dm.num_classes, img_size=data["img_size"], num_segments=data["num_segments"], **cfg["model"]["net"]["init_args"]
-    )
-    opt = torch.optim.AdamW(net.parameters(), **cfg["model"]["optimizer"]["init_args"])
+    net = module.net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 
     def step(batch: dict) -> None:
-        loss = torch.nn.functional.cross_entropy(net(batch), batch["label"])
+        out = net(batch)  # logits, or (logits, per-modality logits) with aux heads
+        logits, aux = out if isinstance(out, tuple) else (out, {})
+        loss = sum(torch.nn.functional.cross_entropy(x, batch["label"]) for x in (logits, *aux.values()))
         opt.zero_grad()
         loss.backward()
         opt.step()

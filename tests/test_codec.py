@@ -7,6 +7,7 @@ reference frame to the current frame, so a square moving +dx, +dy per frame has 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import av
 import numpy as np
@@ -294,6 +295,16 @@ def test_corrupt_videos(tmp_path, good48, name):
     with pytest.raises(CorruptVideoError) as info:
         read_all(path)
     assert str(path) in str(info.value)
+
+
+def test_packet_table_cache_sees_a_replaced_file(tmp_path, good48):
+    """The per-process packet table cache must not hide a file changed at the same path."""
+    path = tmp_path / "v.avi"
+    path.write_bytes(Path(good48).read_bytes())
+    read_all(path)  # its table is cached now
+    truncate_copy(good48, path, 0.5)  # rewritten in place: same path, another size
+    with pytest.raises(CorruptVideoError, match="truncated"):
+        read_all(path)
 
 
 def test_missing_file(tmp_path):

@@ -299,9 +299,9 @@ def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
 
 
 _RECORDS_CHECKED = False
-# Packet tables by (path, size, mtime): a dataset opens the same file every epoch, and the demux
+# Packet tables by (path, inode, size, mtime): a dataset opens the same file every epoch, and the demux
 # pass that builds the table costs about a third of decoding a GOP (per process: each worker).
-_GOP_TABLES: dict[tuple[str, int, int], tuple[list[int], list[int], int]] = {}
+_GOP_TABLES: dict[tuple[str, int, int, int], tuple[list[int], list[int], int]] = {}
 
 
 def _rgb(packed: np.ndarray) -> np.ndarray:
@@ -348,7 +348,7 @@ class CompressedVideo:
             raise UnsupportedVideoError(self.path, f"codec {name!r} (need MPEG-4 Part 2 motion vectors)")
         self.width, self.height = s.codec_context.width, s.codec_context.height
         st = os.stat(self.path)
-        key = (str(self.path), st.st_size, st.st_mtime_ns)
+        key = (str(self.path), st.st_ino, st.st_size, st.st_mtime_ns)
         if (table := _GOP_TABLES.get(key)) is None:
             table = self._scan_packets(s)
             if len(_GOP_TABLES) >= 100_000:  # a bound, far above any dataset's file count
