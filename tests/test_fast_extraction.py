@@ -260,13 +260,13 @@ def test_parse_vectors_equals_mv_field():
     rec = np.zeros(30, kernels.MV_DTYPE)
     rec["w"] = rec["h"] = 16
     rec["dst_x"] = rng.integers(-1, 6, 30) * 16 + 8  # some blocks outside the frame
-    rec["dst_y"] = rng.integers(0, 4, 30) * 16 + 8
+    rec["dst_y"] = rng.integers(-1, 4, 30) * 16 + 8  # negative ones too: signed fields
     rec["motion_x"], rec["motion_y"] = rng.integers(-9, 10, 30), rng.integers(-9, 10, 30)
     rec["motion_scale"] = rng.choice([1, 2], 30)
     grid = np.empty((2, 3, 5), np.int32)
-    assert kernels.parse_vectors(rec, grid) == 0
+    assert kernels.parse_vectors(kernels.record_words(rec), grid) == 0
     np.testing.assert_array_equal(grid.repeat(16, 1).repeat(16, 2)[:, :h, :w] / np.float32(2), mv_field(rec, h, w))
     rec["w"][3] = 8
-    assert kernels.parse_vectors(rec, grid) == 1  # not a 16x16 block: the reference reads it
+    assert kernels.parse_vectors(kernels.record_words(rec), grid) == 1  # not a 16x16 block: the reference reads it
     rec["source"][5] = 1
-    assert kernels.parse_vectors(rec, grid) == 2  # a forward reference: B-frames
+    assert kernels.parse_vectors(kernels.record_words(rec), grid) == 2  # a forward reference: B-frames

@@ -299,6 +299,7 @@ def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
 
 
 _RECORDS_CHECKED = False
+_NO_RECORDS = np.zeros(0, kernels.MV_DTYPE)
 # Packet tables by (path, inode, size, mtime): a dataset opens the same file every epoch, and the demux
 # pass that builds the table costs about a third of decoding a GOP (per process: each worker).
 _GOP_TABLES: dict[tuple[str, int, int, int], tuple[list[int], list[int], int]] = {}
@@ -423,7 +424,7 @@ class CompressedVideo:
         grid = np.empty((2, -(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.int32)
         sd = frame.side_data.get("MOTION_VECTORS")
         vectors = None if sd is None else _records(sd)
-        status = kernels.parse_vectors(np.zeros(0, kernels.MV_DTYPE) if vectors is None else vectors, grid)
+        status = kernels.parse_vectors(kernels.record_words(_NO_RECORDS if vectors is None else vectors), grid)
         if status == 2:
             raise UnsupportedVideoError(self.path, "B-frames (forward references)")
         return vectors, grid, status

@@ -65,31 +65,40 @@ class Window:
 
 
 @nb.njit(cache=True, nogil=True)
-def parse_vectors(vectors: np.ndarray, grid: np.ndarray) -> int:
+def parse_vectors(words: np.ndarray, grid: np.ndarray) -> int:
     """Fill grid [2, gh, gw] int32 (zeroed first) with the half-pel vectors (2 dx, 2 dy) of
     FFmpeg's MOTION_VECTORS records, at block (dst_y // 16, dst_x // 16) (dst is the block
     centre; out-of-frame blocks dropped, later records win, as `codec.mv_field`).
 
+    words: the records (`MV_DTYPE`, 40 bytes) as int32 [N, 10] (a plain array: numba types a
+    structured one slowly): source = word 0; w, h = bytes 4, 5; dst_x, dst_y = int16 at bytes
+    10, 12; motion_x, motion_y = words 6, 7; motion_scale = uint16 at byte 32 (little-endian).
     Returns 0, or 1 when a record is not a 16x16 block with full- or half-pel motion (only the
     numpy reference reads such a GOP), or 2 on a forward reference (a B-frame: an error).
     """
     gh, gw = grid.shape[1], grid.shape[2]
     grid[:] = 0
     status = 0
-    for n in range(vectors.shape[0]):
-        v = vectors[n]
-        if v.source > 0:
+    for n in range(words.shape[0]):
+        v = words[n]
+        if v[0] > 0:
             return 2
-        scale = v.motion_scale
-        if v.w != BLOCK or v.h != BLOCK or (scale != 1 and scale != 2):
+        bw, bh, scale = v[1] & 0xFF, (v[1] >> 8) & 0xFF, v[8] & 0xFFFF
+        if bw != BLOCK or bh != BLOCK or (scale != 1 and scale != 2):
             status = 1
             continue
-        bx, by = v.dst_x // BLOCK, v.dst_y // BLOCK
+        dst_x, dst_y = v[2] >> 16, np.int16(v[3] & 0xFFFF)  # arithmetic shift / int16: signed
+        bx, by = dst_x // BLOCK, dst_y // BLOCK
         if 0 <= bx < gw and 0 <= by < gh:
             per_unit = 2 // scale  # half-pels per codec unit
-            grid[0, by, bx] = -v.motion_x * per_unit
-            grid[1, by, bx] = -v.motion_y * per_unit
+            grid[0, by, bx] = -v[6] * per_unit
+            grid[1, by, bx] = -v[7] * per_unit
     return status
+
+
+def record_words(records: np.ndarray) -> np.ndarray:
+    """`MV_DTYPE` records as the int32 [N, 10] words `parse_vectors` reads (a view)."""
+    return records.view(np.int32).reshape(-1, MV_DTYPE.itemsize // 4)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -323,4 +332,4 @@ def warm_up() -> None:
         residual_at(packed, packed, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
     lookup_at(rgba[..., :3], win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
     pack_rgb(np.zeros((BLOCK, BLOCK), np.uint32), BLOCK, packed.copy())
-    parse_vectors(np.zeros(0, MV_DTYPE), grid)
+    parse_vectors(record_words(np.zeros(0, MV_DTYPE)), grid)
