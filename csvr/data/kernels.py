@@ -137,7 +137,7 @@ _U2, _U8, _U16, _U24 = np.uint32(2), np.uint32(8), np.uint32(16), np.uint32(24)
 _U255, _U16BITS = np.uint32(255), np.uint32(0xFFFF)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True)
 def _pixel(cur, a, b, c, d, res_mul):
     """(4 cur - (a + b + c + d)) * res_mul for R, G, B of packed pixels (uint32 R | G << 8 |
     B << 16): two channels summed at once in 16-bit lanes (4 x 255 fits), exact integers."""
