@@ -37,6 +37,9 @@ SETTINGS = {  # name -> CSVRNet kwargs (tiny, as configs/ucf101_3cls.yaml)
     "step_th0.5": dict(stm_norm="step", v_threshold=0.5, decay_input=True),
     "shared_nodecay": dict(stm_norm="shared", v_threshold=1.0, decay_input=False),
     "step_nodecay_aux": dict(NEW, aux_heads=True),
+    "step_nodecay_th0.7_aux": dict(NEW, v_threshold=0.7, aux_heads=True),
+    "step_nodecay_th0.5_aux": dict(NEW, v_threshold=0.5, aux_heads=True),
+    "step_nodecay_th0.3_aux": dict(NEW, v_threshold=0.3, aux_heads=True),
     "paper_aux": dict(stm_norm="shared", aux_heads=True),
     "conv_step_aux": dict(NEW, temporal="conv", aux_heads=True),
     "conv_paper": dict(temporal="conv"),
@@ -48,7 +51,15 @@ def dump(n_train: int, n_val: int, path: Path, config: str) -> None:
 
     from csvr.data import UCF101DataModule
 
-    args = yaml.safe_load((REPO / config).read_text())["data"]["init_args"]
+    def data_args(path: Path) -> dict:  # the data init_args of `path`, its `base:` files first
+        doc = yaml.safe_load(path.read_text())
+        bases = doc.get("base", [])
+        out: dict = {}
+        for base in [bases] if isinstance(bases, str) else bases:
+            out.update(data_args(path.parent / base))
+        return {**out, **(doc.get("data") or {}).get("init_args", {})}
+
+    args = data_args(REPO / config)
     args = {**args, "test_segments": args["num_segments"], "test_crops": 1}
     torch.manual_seed(0)
     dm = UCF101DataModule(**args)
@@ -98,6 +109,25 @@ def probe(net: CSVRNet, batches: list[dict]) -> dict[str, dict]:
             "dead": float(1 - fired.any(0).float().mean()),
         }
     return out
+
+
+def load_net(ckpt: Path) -> CSVRNet:
+    """The CSVRNet of a `csvr fit` checkpoint, built from the run's config.yaml (next to
+    checkpoints/), with the checkpoint's weights and BN statistics."""
+    import yaml
+
+    from csvr.checkpoint import load_checkpoint
+
+    config = ckpt.parent.parent / "config.yaml"
+    if not config.is_file():
+        raise SystemExit(f"--ckpt {ckpt}: no {config} (the config `csvr fit` writes next to checkpoints/)")
+    cfg = yaml.safe_load(config.read_text())
+    state = load_checkpoint(ckpt)
+    data = cfg["data"]["init_args"]
+    kw = {k: v for k, v in cfg["model"]["net"]["init_args"].items() if v is not None}
+    net = CSVRNet(len(state["class_names"]), img_size=data["img_size"], num_segments=data["num_segments"], **kw)
+    net.load_state_dict({k[4:]: v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    return net
 
 
 def build(setting: str, seed: int) -> CSVRNet:
@@ -160,7 +190,8 @@ def show(tag: str, res: dict[str, dict]) -> None:
         )
     layers = list(res.values())
     if layers:
-        print(f"    mean silent {sum(r['silent'] for r in layers) / len(layers):.3f}")
+        mean = lambda key: sum(r[key] for r in layers) / len(layers)  # noqa: E731
+        print(f"    mean silent {mean('silent'):.3f}, mean rate {mean('rate'):.4f}")
 
 
 def main() -> int:
@@ -171,7 +202,12 @@ def main() -> int:
     ap.add_argument("--configs", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ckpt", type=Path, help="probe the net of a Lightning checkpoint instead")
+    ap.add_argument(
+        "--ckpt",
+        type=Path,
+        nargs="*",
+        help="probe the nets of Lightning checkpoints (<run>/checkpoints/*.ckpt) instead",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seeds", type=int, nargs="*", help="several seeds (with --train-steps)")
@@ -181,10 +217,7 @@ def main() -> int:
     tr, va = load_batches(args.batches, args.device)
     results = {}
     if args.ckpt:
-        from csvr.lit_module import CSVRLitModule
-
-        net = CSVRLitModule.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False).net
-        nets = {"ckpt": lambda: net.to(args.device)}
+        nets = {str(p): (lambda p=p: load_net(p).to(args.device)) for p in args.ckpt}
     else:
         nets = {
             f"{s}/seed{seed}": (lambda s=s, seed=seed: build(s, seed).to(args.device))
@@ -207,6 +240,9 @@ def main() -> int:
             recompute_bn_stats(net, tr[:-1])
         res["eval_mode_train"] = probe(net.eval(), probe_tr)
         show("eval mode (precise BN), same train batch", res["eval_mode_train"])
+        ratios = [res["eval_mode_train"][k]["rate"] / max(r["rate"], 1e-9) for k, r in res["train_mode"].items()]
+        res["eval_over_train_rate"] = ratios
+        print("  eval / train rate per layer (same batch): " + " ".join(f"{x:.2f}" for x in ratios), flush=True)
         res["eval_mode_val"] = probe(net.eval(), va)
         show("eval mode (precise BN), val (test-list) batches", res["eval_mode_val"])
         if args.train_steps:
