@@ -259,14 +259,15 @@ def residual_at(
     (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32. 4 warp = the sum of
     the pixels at floor/ceil of the half-pel source coordinates, clamped to the frame (as
     `codec._warp_rgba_sum`). Row by row, in passes over the output columns (gathers of vectors
-    and pixels, indices, gathers of the warp, arithmetic) so that two of them vectorise; full rows of block vectors take
-    `_block_row`; an output row that repeats the previous source row is copied.
+    and pixels, indices, gathers of the warp, arithmetic) so that two of them vectorise; full
+    rows of block vectors take `_block_row`; an output row that repeats the previous source row
+    is copied.
     """
     h, w = ref.shape
     n_cols = cols.shape[0]
     full_rows = shift == 4 and n_cols == w
-    for c in range(n_cols):
-        full_rows = full_rows and cols[c] == c
+    for k in range(n_cols):
+        full_rows = full_rows and cols[k] == k
     xs, f0, f1 = cols.astype(np.int32), np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
     work = np.empty((8, n_cols), np.uint32)  # i00, dx, dy, then 4 reference pixels and the current one
     i00, dx, dy, a, b, c, d, e = work[0], work[1], work[2], work[3], work[4], work[5], work[6], work[7]
