@@ -47,22 +47,12 @@ SETTINGS = {  # name -> CSVRNet kwargs (tiny, as configs/ucf101_3cls.yaml)
 
 
 def dump(n_train: int, n_val: int, path: Path, config: str) -> None:
-    import yaml
+    from csvr.lightning_cli import load_config_objects
 
-    from csvr.data import UCF101DataModule
-
-    def data_args(path: Path) -> dict:  # the data init_args of `path`, its `base:` files first
-        doc = yaml.safe_load(path.read_text())
-        bases = doc.get("base", [])
-        out: dict = {}
-        for base in [bases] if isinstance(bases, str) else bases:
-            out.update(data_args(path.parent / base))
-        return {**out, **(doc.get("data") or {}).get("init_args", {})}
-
-    args = data_args(REPO / config)
-    args = {**args, "test_segments": args["num_segments"], "test_crops": 1}
+    # the DataModule as `csvr fit` builds it (configs compose with `base:`); its val batches are
+    # single-view, single-crop whatever the config's test protocol
+    _, dm = load_config_objects([REPO / config])
     torch.manual_seed(0)
-    dm = UCF101DataModule(**args)
     dm.prepare_data()
     dm.setup("fit")
     out: dict[str, list] = {"train": [], "val": []}
