@@ -133,8 +133,6 @@ def seek_ratio(folder: Path, clip: list[np.ndarray]) -> dict:
     path = folder / "long.avi"
     encode_video((clip[t % len(clip)] for t in range(1500)), path)
     plain = PlainDecoder(path)
-    full = timed(plain.all, 2)
-    plain.close()
 
     def sampled() -> None:
         codec._GOP_TABLES.clear()  # a first open: the packet table is built, not found in the cache
@@ -143,8 +141,9 @@ def seek_ratio(folder: Path, clip: list[np.ndarray]) -> dict:
             for i in (g // 6, g // 2, 5 * g // 6):
                 v.read_gop(i, accumulate=True)
 
-    k3 = timed(sampled)
-    return {"a_seek_k3_gops_vs_full_decode": row(k3[0] / full[0], "CPU ratio", "<= 0.25", k3[1] / full[1])}
+    r = ratio(sampled, plain.all, repeats=3)
+    plain.close()
+    return {"a_seek_k3_gops_vs_full_decode": row(r[0], "CPU ratio", "<= 0.25", r[1])}
 
 
 def read_all(videos: list[CompressedVideo], gops: list[tuple[int, int]], accumulate: bool) -> None:
@@ -162,10 +161,13 @@ def extraction_ratio(paths: list[Path]) -> dict:
     for acc in (False, True):
         r = ratio(lambda acc=acc: read_all(videos, gops, acc), plain)
         out[f"b_gop_full_res_acc{int(acc)}_vs_plain"] = row(r[0], "CPU ratio", "<= 2.0", r[1])
-    ref = timed(lambda: [videos[n].read_gop(i, num_p=11, accumulate=True, reference=True) for n, i in gops[:6]], 1)
-    base6 = timed(lambda: [plains[n].gop(i) for n, i in gops[:6]], 1)
-    out["b_gop_numpy_reference_acc1_vs_plain"] = row(ref[0] / base6[0], "CPU ratio", "info (before: the only path)")
     out["b_plain_decode_ms_per_gop"] = row(1000 * r[2] / len(gops), "CPU ms", "info (340x256, 12 frames)")
+    ref = ratio(
+        lambda: [videos[n].read_gop(i, num_p=11, accumulate=True, reference=True) for n, i in gops[:6]],
+        lambda: [plains[n].gop(i) for n, i in gops[:6]],
+        repeats=1,
+    )
+    out["b_gop_numpy_reference_acc1_vs_plain"] = row(ref[0], "CPU ratio", "info (before: the only path)")
     for x in videos + plains:
         x.close()
     return out
