@@ -102,14 +102,11 @@ def gop_table(path: Path) -> tuple[list[int], list[int]]:
     return _TABLES[path]
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, float]:
-    """(CPU s, wall s) of the fastest of `repeats` runs (by CPU)."""
-    best = (float("inf"), float("inf"))
-    for _ in range(repeats):
-        c, w = time.process_time(), time.perf_counter()
-        fn()
-        best = min(best, (time.process_time() - c, time.perf_counter() - w))
-    return best
+def timed(fn) -> tuple[float, float]:
+    """(CPU s, wall s) of one run of `fn`."""
+    c, w = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c, time.perf_counter() - w
 
 
 def ratio(fn, base, repeats: int = 5) -> tuple[float, float, float]:
@@ -117,8 +114,8 @@ def ratio(fn, base, repeats: int = 5) -> tuple[float, float, float]:
     ...) and compared best against best, so that a load that comes and goes hits both alike."""
     best_f, best_b = (float("inf"),) * 2, (float("inf"),) * 2
     for _ in range(repeats):
-        best_b = min(best_b, timed(base, 1))
-        best_f = min(best_f, timed(fn, 1))
+        best_b = min(best_b, timed(base))
+        best_f = min(best_f, timed(fn))
     return best_f[0] / best_b[0], best_f[1] / best_b[1], best_b[0]
 
 
