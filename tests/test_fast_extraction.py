@@ -98,11 +98,11 @@ def check_video(path, crops_per_gop=2, size=37, seed=0):
                 for _ in crops
             ]
             windows = [crop_window(c, size) for c in crops]
-            rgb = v.read_windows(i, num_p, accumulate, windows, outs)
+            packed = v.read_windows(i, num_p, accumulate, windows, outs)
             for c, win, (mv, res) in zip(crops, windows, outs):
                 want = normalize(*apply_crop(ref.iframe, ref.mv, ref.residual, c, size))
                 got_i = np.empty((3, size, size), np.float32)
-                iframe_at(rgb, win, got_i)
+                iframe_at(packed, win, got_i)
                 np.testing.assert_array_equal(got_i, want[0].numpy())
                 np.testing.assert_array_equal(mv, want[1].numpy())
                 np.testing.assert_array_equal(res, want[2].numpy())
@@ -131,15 +131,24 @@ def test_accumulate_step_equals_accumulate_mv(h, w):
     rng = np.random.default_rng(h)
     gh, gw = -(-h // 16), -(-w // 16)
     acc_ref = np.zeros((2, h, w), np.float32)
-    acc = np.zeros((2, gh * 16, gw * 16), np.int32)
+    acc = np.full((gh * 16, gw * 16), kernels.ZERO_FIELD)
     for _ in range(5):
         grid = rng.integers(-40, 41, (2, gh, gw)).astype(np.int32)  # up to 20 px, some off-frame
         mv = grid.repeat(16, 1).repeat(16, 2)[:, :h, :w].astype(np.float32) / 2
         acc_ref = accumulate_mv(acc_ref, mv)
         nxt = np.empty_like(acc)
-        kernels.accumulate_step(acc, grid, nxt, h, w)
+        kernels.accumulate_step(acc, kernels.pack_field(grid), nxt, h, w)
         acc = nxt
-        np.testing.assert_array_equal(acc[:, :h, :w] / 2, acc_ref)
+        np.testing.assert_array_equal(kernels.unpack_field(acc)[:, :h, :w] / 2, acc_ref)
+
+
+def test_packed_field_lanes():
+    """Both lanes of a packed vector, by hand: (2 dx, 2 dy) = (-3, 5) is (2^31 - 3) | (2^31 + 5) << 32,
+    and adding (0, 0)-relative deltas modulo 2^64 adds per lane, negative values included."""
+    v = kernels.pack_field(np.array([[[-3]], [[5]]]))
+    assert int(v[0, 0]) == (2**31 - 3) | (2**31 + 5) << 32
+    delta = kernels.pack_field(np.array([[[7]], [[-9]]])) - kernels.ZERO_FIELD
+    np.testing.assert_array_equal(kernels.unpack_field(v + delta)[:, 0, 0], [4, -4])
 
 
 def packed(rgb: np.ndarray) -> np.ndarray:
@@ -169,9 +178,10 @@ def test_residual_at_equals_warp(shift, window):
     if shift == 4:
         grid = rng.integers(-30, 31, (2, 3, 6)).astype(np.int32)
         grid[:, rng.random((3, 6)) < 0.3] = 0  # some blocks in place: the contiguous path
-        field, m2 = grid, grid.repeat(16, 1).repeat(16, 2)[:, :h, :w]
+        field, m2 = kernels.pack_field(grid), grid.repeat(16, 1).repeat(16, 2)[:, :h, :w]
     else:
-        field = m2 = rng.integers(-30, 31, (2, h, w)).astype(np.int32)
+        m2 = rng.integers(-30, 31, (2, h, w)).astype(np.int32)
+        field = kernels.pack_field(m2)
     if window == "full":
         rows, cols = np.arange(h), np.arange(w)
     else:
@@ -263,9 +273,10 @@ def test_parse_vectors_equals_mv_field():
     rec["dst_y"] = rng.integers(-1, 4, 30) * 16 + 8  # negative ones too: signed fields
     rec["motion_x"], rec["motion_y"] = rng.integers(-9, 10, 30), rng.integers(-9, 10, 30)
     rec["motion_scale"] = rng.choice([1, 2], 30)
-    grid = np.empty((2, 3, 5), np.int32)
+    grid = np.empty((3, 5), np.uint64)
     assert kernels.parse_vectors(kernels.record_words(rec), grid) == 0
-    np.testing.assert_array_equal(grid.repeat(16, 1).repeat(16, 2)[:, :h, :w] / np.float32(2), mv_field(rec, h, w))
+    m2 = kernels.unpack_field(grid)
+    np.testing.assert_array_equal(m2.repeat(16, 1).repeat(16, 2)[:, :h, :w] / np.float32(2), mv_field(rec, h, w))
     rec["w"][3] = 8
     assert kernels.parse_vectors(kernels.record_words(rec), grid) == 1  # not a 16x16 block: the reference reads it
     rec["source"][5] = 1

@@ -275,7 +275,7 @@ def fast_gop(
             write(frames[p + 1], frames[p], grids[p], 4, k)
         return
     pad = lambda n: -(-n // kernels.BLOCK) * kernels.BLOCK  # noqa: E731  whole blocks
-    acc = np.zeros((2, pad(h), pad(w)), np.int32)
+    acc = np.full((pad(h), pad(w)), kernels.ZERO_FIELD)
     nxt = np.empty_like(acc)
     for p, grid in enumerate(grids):
         kernels.accumulate_step(acc, grid, nxt, h, w)
@@ -421,7 +421,7 @@ class CompressedVideo:
             raise UnsupportedVideoError(
                 self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})"
             )
-        grid = np.empty((2, -(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.int32)
+        grid = np.empty((-(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.uint64)
         sd = frame.side_data.get("MOTION_VECTORS")
         vectors = None if sd is None else _records(sd)
         status = kernels.parse_vectors(kernels.record_words(_NO_RECORDS if vectors is None else vectors), grid)
@@ -500,16 +500,17 @@ class CompressedVideo:
         windows: where and how to sample (`kernels.Window`: a crop, resize and flip as index arrays,
         and the multipliers that scale and normalise); outs: per window, (mv [T, 2, R, C],
         residual [T, 3, R, C]) float32 arrays to fill (every element is written). Returns the I-frame
-        [H, W, 3] uint8 RGB (a view). Equal, bit for bit, to sampling `read_gop`'s arrays at the window.
+        as packed RGB [H, W] uint32 (`kernels.pack_rgb`; `transforms.iframe_at` samples it). Equal,
+        bit for bit, to sampling `read_gop`'s arrays at the window.
         """
         frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)
         if grids is not None:
             fast_gop(frames, grids, picks, accumulate, windows, outs)
-            return _rgb(frames[0])
+            return frames[0]
         g = reference_gop(_rgb_frames(frames), vectors, picks, t_out, accumulate)  # e.g. quarter-pel, 8x8 blocks
         for win, (mv_out, res_out) in zip(windows, outs):
             at = np.ix_(win.rows, win.cols)
             mv_out[:, 0] = g.mv[:, 0][:, at[0], at[1]] * (2 * win.mv_mul_x)
             mv_out[:, 1] = g.mv[:, 1][:, at[0], at[1]] * (2 * win.mv_mul_y)
             res_out[:] = g.residual[:, :, at[0], at[1]] * (4 * win.res_mul)
-        return _rgb(frames[0])
+        return frames[0]

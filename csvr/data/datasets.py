@@ -157,9 +157,9 @@ class CompressedVideoDataset(Dataset):
         for i in dict.fromkeys(idx):
             slots = [j for j in range(n) if idx[j] == i]
             first = [c * n + slots[0] for c in range(len(crops))]
-            rgb = video.read_windows(i, self.num_p, self.accumulate, windows, [(mv[k], res[k]) for k in first])
+            packed = video.read_windows(i, self.num_p, self.accumulate, windows, [(mv[k], res[k]) for k in first])
             for c, k in enumerate(first):
-                iframe_at(rgb, windows[c], iframe[k])
+                iframe_at(packed, windows[c], iframe[k])
                 for j in slots[1:]:  # a GOP sampled twice (short video): copy
                     for a in (iframe, mv, res):
                         a[c * n + j] = a[k]

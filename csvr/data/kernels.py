@@ -7,8 +7,10 @@ of output pixel (r, c) (a crop, a nearest-neighbour resize and a flip are index 
 `mv_mul` / `res_mul` fold in the resize factor, the flip sign and the normalisation, so the
 outputs are the values `transforms.apply_crop` + `transforms.normalize` give, bit for bit.
 
-Fields: `field[0|1, y >> shift, x >> shift]` is (2 dx, 2 dy) at pixel (y, x): shift 4 reads a
-16x16 block grid (frame-to-frame vectors), shift 0 a per-pixel field (accumulated vectors).
+Fields: `field[y >> shift, x >> shift]` is (2 dx, 2 dy) at pixel (y, x), packed into one uint64
+(`pack_field`: each half-pel value + 2^31 in a 32-bit lane, x low, y high), so that one 64-bit
+add moves both (`accumulate_step`); shift 4 reads a 16x16 block grid (frame-to-frame vectors,
+`parse_vectors`), shift 0 a per-pixel field (accumulated vectors).
 Frames are packed pixels, R | G << 8 | B << 16 in a uint32 (`pack_rgb`): one load per pixel,
 and the 4-pixel sums of two channels at once in 16-bit lanes ("SWAR", `_pixel`).
 """
@@ -21,6 +23,10 @@ import numba as nb
 import numpy as np
 
 BLOCK = 16  # MPEG-4 Part 2 macroblock side, pixels
+_LANE = np.uint64(0xFFFFFFFF)
+_BIAS = 1 << 31  # a lane holds value + 2^31: no vector gets near it, so a lane never wraps
+ZERO_FIELD = np.uint64(_BIAS | _BIAS << 32)  # (0, 0)
+_U32 = np.uint64(32)
 # FFmpeg's AVMotionVector as PyAV 18 exports it (`MotionVectors.to_ndarray().dtype`); the
 # codec reads the side data buffer with it directly (np.frombuffer) and checks it once.
 MV_DTYPE = np.dtype(
@@ -64,10 +70,32 @@ class Window:
         return cls(np.arange(height), np.arange(width), half, half, np.float32(0.25))
 
 
+def pack_field(planes: np.ndarray) -> np.ndarray:
+    """[2, H, W] int (2 dx, 2 dy) -> [H, W] uint64 packed field (numpy; for tests and callers)."""
+    lanes = (np.asarray(planes, np.int64) + _BIAS).astype(np.uint64)
+    return lanes[0] | lanes[1] << _U32
+
+
+def unpack_field(field: np.ndarray) -> np.ndarray:
+    """[H, W] uint64 packed field -> [2, H, W] int32 (2 dx, 2 dy)."""
+    lanes = np.stack([field & _LANE, field >> _U32]).astype(np.int64)
+    return (lanes - _BIAS).astype(np.int32)
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack(dx: int, dy: int) -> np.uint64:
+    return np.uint64(dx + _BIAS) | (np.uint64(dy + _BIAS) << _U32)
+
+
+@nb.njit(cache=True, nogil=True)
+def _unpack(v: np.uint64) -> tuple[int, int]:
+    return np.int64(v & _LANE) - _BIAS, np.int64(v >> _U32) - _BIAS
+
+
 @nb.njit(cache=True, nogil=True)
 def parse_vectors(words: np.ndarray, grid: np.ndarray) -> int:
-    """Fill grid [2, gh, gw] int32 (zeroed first) with the half-pel vectors (2 dx, 2 dy) of
-    FFmpeg's MOTION_VECTORS records, at block (dst_y // 16, dst_x // 16) (dst is the block
+    """Fill grid [gh, gw] uint64 (a packed field, set to (0, 0) first) with the half-pel vectors
+    (2 dx, 2 dy) of FFmpeg's MOTION_VECTORS records, at block (dst_y // 16, dst_x // 16) (dst is the block
     centre; out-of-frame blocks dropped, later records win, as `codec.mv_field`).
 
     words: the records (`MV_DTYPE`, 40 bytes) as int32 [N, 10] (a plain array: numba types a
@@ -76,8 +104,8 @@ def parse_vectors(words: np.ndarray, grid: np.ndarray) -> int:
     Returns 0, or 1 when a record is not a 16x16 block with full- or half-pel motion (only the
     numpy reference reads such a GOP), or 2 on a forward reference (a B-frame: an error).
     """
-    gh, gw = grid.shape[1], grid.shape[2]
-    grid[:] = 0
+    gh, gw = grid.shape
+    grid[:] = ZERO_FIELD
     status = 0
     for n in range(words.shape[0]):
         v = words[n]
@@ -91,8 +119,7 @@ def parse_vectors(words: np.ndarray, grid: np.ndarray) -> int:
         bx, by = dst_x // BLOCK, dst_y // BLOCK
         if 0 <= bx < gw and 0 <= by < gh:
             per_unit = 2 // scale  # half-pels per codec unit
-            grid[0, by, bx] = -v[6] * per_unit
-            grid[1, by, bx] = -v[7] * per_unit
+            grid[by, bx] = _pack(-v[6] * per_unit, -v[7] * per_unit)
     return status
 
 
@@ -105,31 +132,31 @@ def record_words(records: np.ndarray) -> np.ndarray:
 def accumulate_step(prev: np.ndarray, grid: np.ndarray, out: np.ndarray, height: int, width: int) -> None:
     """out(p) = m2(p) + prev(round(p - m2(p) / 2)), the source clamped to the frame.
 
-    prev, out [2, gh * 16, gw * 16] int32 half-pel (padded to whole blocks: padding is written
-    but never read); grid [2, gh, gw] int32 half-pel block vectors. `codec.accumulate_mv` in
-    integers: round(x - m2 / 2) = floor((2 x - m2 + 1) / 2) = x + ((1 - m2) >> 1).
+    prev, out [gh * 16, gw * 16] uint64 packed per-pixel fields (padded to whole blocks: padding
+    is written but never read); grid [gh, gw] packed block vectors. `codec.accumulate_mv` in
+    integers: round(x - m2 / 2) = floor((2 x - m2 + 1) / 2) = x + ((1 - m2) >> 1). Both lanes
+    move in one 64-bit add: adding (m2x, m2y) - (0, 0) modulo 2^64 adds m2 to each lane (no lane
+    wraps). A row of a block is a fixed-length loop.
     """
-    gh, gw = grid.shape[1], grid.shape[2]
+    gh, gw = grid.shape
     for by in range(gh):
         for bx in range(gw):
-            mx, my = grid[0, by, bx], grid[1, by, bx]
+            m = grid[by, bx]
+            mx, my = _unpack(m)
+            delta = m - ZERO_FIELD  # modulo 2^64
             ox, oy = (1 - mx) >> 1, (1 - my) >> 1
             x0 = bx * BLOCK
             inside = x0 + ox >= 0 and x0 + BLOCK - 1 + ox <= width - 1
             for r in range(BLOCK):
                 y = by * BLOCK + r
-                qy = min(max(y + oy, 0), height - 1)
-                if inside:  # a contiguous row: fixed-length loop over slices (vectorised)
-                    s0, s1 = prev[0, qy, x0 + ox : x0 + ox + BLOCK], prev[1, qy, x0 + ox : x0 + ox + BLOCK]
-                    d0, d1 = out[0, y, x0 : x0 + BLOCK], out[1, y, x0 : x0 + BLOCK]
+                src, dst = prev[min(max(y + oy, 0), height - 1)], out[y]
+                if inside:
+                    s, d = src[x0 + ox : x0 + ox + BLOCK], dst[x0 : x0 + BLOCK]
                     for c in range(BLOCK):
-                        d0[c] = mx + s0[c]
-                        d1[c] = my + s1[c]
+                        d[c] = s[c] + delta
                 else:
                     for c in range(BLOCK):
-                        qx = min(max(x0 + c + ox, 0), width - 1)
-                        out[0, y, x0 + c] = mx + prev[0, qy, qx]
-                        out[1, y, x0 + c] = my + prev[1, qy, qx]
+                        dst[x0 + c] = src[min(max(x0 + c + ox, 0), width - 1)] + delta
 
 
 _LOW = np.uint32(0x00FF00FF)  # bytes 0 and 2 of a packed pixel (R and B)
@@ -155,10 +182,10 @@ def _block_row(cur, ref, grid, y, n, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1
     block whose source run lies inside the frame is a fixed-length loop over contiguous memory
     (vectorised); frame edges go pixel by pixel."""
     h, w = ref.shape
-    g0, g1, crow = grid[0, y >> 4], grid[1, y >> 4], cur[y]
+    grow, crow = grid[y >> 4], cur[y]
     x = 0
     while x < n:
-        mx, my = g0[x >> 4], g1[x >> 4]
+        mx, my = _unpack(grow[x >> 4])
         sx, sy = 2 * x - mx, 2 * y - my
         if (
             x & (BLOCK - 1) == 0
@@ -200,10 +227,11 @@ def _block_row(cur, ref, grid, y, n, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1
 @nb.njit(cache=True, nogil=True)
 def _fetch(field, shift, cur, y, xs, f0, f1, e) -> None:
     """Gathers at source pixels (y, xs[k]): the half-pel vector (f0, f1)[k] and the current pixel e[k]."""
-    g0, g1, crow = field[0, y >> shift], field[1, y >> shift], cur[y]
+    frow, crow = field[y >> shift], cur[y]
     for k in range(xs.shape[0]):
         x = xs[k]
-        f0[k], f1[k], e[k] = g0[x >> shift], g1[x >> shift], crow[x]
+        f0[k], f1[k] = _unpack(frow[x >> shift])
+        e[k] = crow[x]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -255,8 +283,8 @@ def residual_at(
     """At output pixel (r, c), source p = (rows[r], cols[c]) and m2 = field at p:
     mv_out[:, r, c] = m2 * mv_mul; res_out[:, r, c] = (4 cur[p] - 4 warp(ref, m2 / 2)[p]) * res_mul.
 
-    cur, ref [H, W] uint32: packed RGB pixels (`pack_rgb`); field [2, ., .] int32 read at
-    (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32. 4 warp = the sum of
+    cur, ref [H, W] uint32: packed RGB pixels (`pack_rgb`); field [., .] uint64 packed vectors
+    (`pack_field`) read at (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32. 4 warp = the sum of
     the pixels at floor/ceil of the half-pel source coordinates, clamped to the frame (as
     `codec._warp_rgba_sum`). Row by row, in passes over the output columns (gathers of vectors
     and pixels, indices, gathers of the warp, arithmetic) so that two of them vectorise; full
@@ -308,15 +336,18 @@ def pack_rgb(words: np.ndarray, width: int, out: np.ndarray) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
-def lookup_at(rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
-    """out[ch, r, c] = lut[ch, rgb[rows[r], cols[c], ch]]: rgb [H, W, 3] uint8, lut [3, 256]
-    float32 -> out [3, R, C] float32 (the normalised I-frame at the window's pixels)."""
+def lookup_at(packed: np.ndarray, rows: np.ndarray, cols: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
+    """out[ch, r, c] = lut[ch, channel ch of packed[rows[r], cols[c]]]: packed [H, W] uint32
+    (`pack_rgb`), lut [3, 256] float32 -> out [3, R, C] float32 (the normalised I-frame at the
+    window's pixels)."""
+    lut0, lut1, lut2 = lut[0], lut[1], lut[2]
     for r in range(rows.shape[0]):
-        y = rows[r]
+        src, o0, o1, o2 = packed[rows[r]], out[0, r], out[1, r], out[2, r]
         for c in range(cols.shape[0]):
-            x = cols[c]
-            for ch in range(3):
-                out[ch, r, c] = lut[ch, rgb[y, x, ch]]
+            p = src[cols[c]]
+            o0[c] = lut0[p & _U255]
+            o1[c] = lut1[(p >> _U8) & _U255]
+            o2[c] = lut2[p >> _U16]
 
 
 def warm_up() -> None:
@@ -324,13 +355,13 @@ def warm_up() -> None:
     every kernel for the argument types the codec passes, on tiny arrays."""
     rgba = np.zeros((BLOCK, BLOCK, 4), np.uint8)
     packed = rgba.view(np.uint32)[..., 0]
-    grid = np.zeros((2, 1, 1), np.int32)
-    acc = np.zeros((2, BLOCK, BLOCK), np.int32)
+    grid = np.full((1, 1), ZERO_FIELD)
+    acc = np.full((BLOCK, BLOCK), ZERO_FIELD)
     accumulate_step(acc, grid, np.empty_like(acc), BLOCK, BLOCK)
     win = Window.full(2, 2)
     out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
     for field, shift in ((grid, 4), (acc, 0)):
         residual_at(packed, packed, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
-    lookup_at(rgba[..., :3], win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
+    lookup_at(packed, win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
     pack_rgb(np.zeros((BLOCK, BLOCK), np.uint32), BLOCK, packed.copy())
     parse_vectors(record_words(np.zeros(0, MV_DTYPE)), grid)

@@ -129,9 +129,10 @@ def _iframe_lut() -> np.ndarray:
 IFRAME_LUT = _iframe_lut()
 
 
-def iframe_at(rgb: np.ndarray, window: Window, out: np.ndarray) -> None:
-    """Write the normalised I-frame [3, R, C] at the window's pixels of rgb [H, W, 3] uint8."""
-    lookup_at(rgb, window.rows, window.cols, IFRAME_LUT, out)
+def iframe_at(packed: np.ndarray, window: Window, out: np.ndarray) -> None:
+    """Write the normalised I-frame [3, R, C] at the window's pixels of a packed RGB frame
+    [H, W] uint32 (`kernels.pack_rgb`, what `CompressedVideo.read_windows` returns)."""
+    lookup_at(packed, window.rows, window.cols, IFRAME_LUT, out)
 
 
 def normalize(
