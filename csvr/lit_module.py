@@ -81,6 +81,7 @@ class CSVRLitModule(LightningModule):
             self.metrics[f"{stage}_top5"] = MulticlassAccuracy(n, top_k=min(5, n), average="micro")
             self.metrics[f"{stage}_loss"] = MeanMetric()
         self.val_acc_best = MaxMetric()
+        self._best_so_far: float | None = None  # val/acc_best of the epochs before a resume
         self.test_confusion = MulticlassConfusionMatrix(n)
         self._warned_skipped: set[str] = set()
         self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
@@ -188,13 +189,17 @@ class CSVRLitModule(LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # the sanity check must not count as a best
+        if self._best_so_far is not None:  # resumed: the best of the epochs already run
+            self.val_acc_best(torch.tensor(self._best_so_far))
         self._restore_rng()  # after the sanity check, before the first resumed batch is drawn
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.metrics["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+        best = self.val_acc_best.compute()
+        self._best_so_far = float(best)
+        self.log("val/acc_best", best, sync_dist=True, prog_bar=True)
 
     def on_test_epoch_start(self) -> None:
         self.test_confusion.reset()
@@ -230,12 +235,16 @@ class CSVRLitModule(LightningModule):
         # Lightning restores model/optimizer/scheduler/loops; keep the RNGs too so a resumed
         # run draws the same shuffles and augmentations as an uninterrupted one.
         checkpoint["rng_states"] = _rng_states()
+        if self._best_so_far is not None:
+            checkpoint["val_acc_best"] = self._best_so_far
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("class_names"):
             self.class_names = list(checkpoint["class_names"])
         if "rng_states" in checkpoint:
             self._pending_rng = checkpoint["rng_states"]
+        if "val_acc_best" in checkpoint:
+            self._best_so_far = float(checkpoint["val_acc_best"])
 
     def _restore_rng(self) -> None:
         if self._pending_rng is not None:

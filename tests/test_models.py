@@ -161,6 +161,24 @@ def test_stm_constant_drive_fires_only_if_it_can_reach_the_threshold() -> None:
     assert 0 < fired.sum() < 8
 
 
+def test_stm_bn_bias_sets_each_spiking_layer_and_raises_firing() -> None:
+    """bn_bias initialises the BN bias before each LIF (one value, or one per layer): on the same
+    input, layer 1's drive is the same BN output + 0.5, so it fires more and fewer neurons stay
+    silent (not spike by spike: a soft reset after an earlier spike can drop a later one)."""
+    torch.manual_seed(0)
+    base = SpikingTemporalModulator(2, channels=8, norm="step", decay_input=False).train()
+    torch.manual_seed(0)
+    biased = SpikingTemporalModulator(2, channels=8, norm="step", decay_input=False, bn_bias=[0.5, 0.5, 0.0]).train()
+    assert [float(layer.bn.bias.unique()) for layer in biased.layers] == [0.5, 0.5, 0.0]
+    x = torch.randn(4, B, 2, S, S)
+    s0, s1 = _spikes_per_layer(base, x)[0], _spikes_per_layer(biased, x)[0]
+    assert s1.sum() > 1.5 * s0.sum()
+    silent = lambda s: float((s.amax(0) == 0).float().mean())  # noqa: E731  no spike in any step
+    assert silent(s1) < silent(s0)
+    with pytest.raises(ValueError, match="one per layer"):
+        SpikingTemporalModulator(2, channels=8, bn_bias=[0.5, 0.5])
+
+
 # ---------------------------------------------------------------- stems, transformer, decoder, RRDB
 
 

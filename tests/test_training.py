@@ -43,12 +43,21 @@ def test_resume_continues_exactly(tiny_synthetic: Path, tmp_path: Path) -> None:
     assert main([*base, "--trainer.max_epochs=1", f"--trainer.default_root_dir={split}"]) == 0
     first = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["epoch"] == 0 and first["global_step"] == 2
+    shutil.copy(split / "checkpoints" / "last.ckpt", tmp_path / "epoch0.ckpt")
     assert main([*base, "--trainer.max_epochs=2", f"--trainer.default_root_dir={split}", "--ckpt_path=last"]) == 0
     resumed = torch.load(split / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 4
     straight = _ckpt_state(tmp_path / "straight" / "checkpoints" / "last.ckpt")
     for name, value in resumed["state_dict"].items():
         assert torch.equal(value, straight[name]), f"{name} differs after resume"
+    # val/acc_best carries over the resume: the best of both epochs, as the straight run's; and a
+    # resumed epoch without validation keeps the first epoch's best
+    want = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["val_acc_best"]
+    assert resumed["val_acc_best"] == want >= first["val_acc_best"]
+    noval = tmp_path / "noval"
+    args = [*base, "--trainer.max_epochs=2", "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={noval}"]
+    assert main([*args, f"--ckpt_path={tmp_path / 'epoch0.ckpt'}"]) == 0
+    assert torch.load(noval / "checkpoints" / "last.ckpt", weights_only=True)["val_acc_best"] == first["val_acc_best"]
 
 
 def test_wandb_offline_run_holds_logged_keys(tiny_synthetic: Path, tmp_path: Path) -> None:

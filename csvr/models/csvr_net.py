@@ -105,6 +105,7 @@ class CSVRNet(nn.Module):
         stm_norm: str = "shared",
         v_threshold: float = 1.0,
         decay_input: bool = True,
+        lif_bn_bias: float | list[float] = 0.0,
         aux_heads: bool = False,
         late_fusion: bool = False,
     ) -> None:
@@ -142,6 +143,7 @@ class CSVRNet(nn.Module):
             norm=stm_norm,
             v_threshold=v_threshold,
             decay_input=decay_input,
+            bn_bias=lif_bn_bias,
         )
         self.iframe_stem = IFrameStem(c) if "iframe" in self.modalities else None
         self.stm_mv = SpikingTemporalModulator(2, **stm) if "mv" in self.modalities else None

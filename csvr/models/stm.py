@@ -27,6 +27,8 @@ next consumer (the local encoder conv) reads an analog map.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,10 +104,13 @@ def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x_seq: torch.Tensor) -> torch.
 class SpikingConvLayer(nn.Module):
     """conv3x3 -> BN -> ThresholdLIFNode on [T, B, C_in, H, W] -> spikes [T, B, C, H/s, W/s]."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str = "shared", **lif: object) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, norm: str = "shared", bn_bias: float = 0.0, **lif: object
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
         self.bn = _norm(norm, out_ch)
+        nn.init.constant_(self.bn.bias, bn_bias)  # > 0 brings BN outputs nearer the threshold
         self.neuron = ThresholdLIFNode(out_ch, **lif)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -173,6 +178,7 @@ class SpikingTemporalModulator(nn.Module):
         norm: str = "shared",
         v_threshold: float = 1.0,
         decay_input: bool = True,
+        bn_bias: float | Sequence[float] = 0.0,
     ) -> None:
         super().__init__()
         if temporal not in TEMPORAL:
@@ -181,6 +187,9 @@ class SpikingTemporalModulator(nn.Module):
             raise ValueError(f"unknown STM norm {norm!r}; choose one of {NORMS}")
         self.temporal = temporal
         chans = [in_ch, channels, channels, channels]
+        biases = [float(bn_bias)] * len(STRIDES) if isinstance(bn_bias, (int, float)) else [float(b) for b in bn_bias]
+        if len(biases) != len(STRIDES):
+            raise ValueError(f"bn_bias: give one value or one per layer ({len(STRIDES)}), got {bn_bias!r}")
         layers: list[nn.Module] = []
         for i, stride in enumerate(STRIDES):
             if temporal == "lif":
@@ -189,6 +198,7 @@ class SpikingTemporalModulator(nn.Module):
                     chans[i + 1],
                     stride,
                     norm=norm,
+                    bn_bias=biases[i],
                     tau=tau,
                     learn_threshold=learn_threshold,
                     learn_tau=learn_tau,
