@@ -14,7 +14,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from csvr.models.bn import recompute_bn_stats
+from csvr.models.bn import recompute_bn_stats, sync_bn_stats
 
 
 class PreciseBNCallback(Callback):
@@ -23,7 +23,8 @@ class PreciseBNCallback(Callback):
     (callbacks run before ``ModelCheckpoint``, so ``last.ckpt`` holds the recomputed stats).
 
     Test-time views are folded by the LightningModule; training batches have one view, so they
-    go to the net as they are.
+    go to the net as they are. Under DDP each rank recomputes on its own batches and the
+    statistics are then averaged over the ranks (`sync_bn_stats`).
     """
 
     def __init__(self, num_batches: int = 8) -> None:
@@ -38,6 +39,7 @@ class PreciseBNCallback(Callback):
 
     def _recompute(self, pl_module: LightningModule) -> None:
         recompute_bn_stats(pl_module.net, self._batches)
+        sync_bn_stats(pl_module.net)  # DDP: every rank validates and saves the same statistics
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:

@@ -118,3 +118,46 @@ def test_baseline_cnn_config_and_precise_bn_fit(tiny_synthetic, tmp_path) -> Non
         "--trainer.callbacks+=csvr.precise_bn.PreciseBNCallback",
     ]
     assert main(args) == 0
+
+
+def _sync_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One gloo rank: precise BN on its own share of the batches (rank 0 gets one more), then
+    `sync_bn_stats`; writes its statistics to `out`.rank."""
+    import torch.distributed as dist
+
+    from csvr.models.bn import sync_bn_stats
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        net, batches = _bn_net_and_batches()
+        recompute_bn_stats(net, batches[rank::world])
+        assert sync_bn_stats(net) == 2
+        torch.save({k: v for k, v in net.state_dict().items() if "running" in k}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _bn_net_and_batches() -> tuple[nn.Module, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), TemporalBatchNorm2d(3)).train()
+    net[3].steps = 1
+    return net, [torch.randn(4, 2, 8, 8) * (i + 1) + i for i in range(5)]
+
+
+@pytest.mark.slow
+def test_sync_bn_stats_over_two_gloo_ranks_equals_one_process_on_all_batches(tmp_path) -> None:
+    """Real torch.distributed (2 processes, gloo): after precise BN on each rank's batches (3 and
+    2) and `sync_bn_stats`, both ranks hold the statistics one process computes on all 5."""
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    out = str(tmp_path / "stats")
+    mp.start_processes(_sync_worker, args=(2, free_port(), out), nprocs=2, start_method="spawn")
+    net, batches = _bn_net_and_batches()
+    recompute_bn_stats(net, batches)
+    want = {k: v for k, v in net.state_dict().items() if "running" in k}
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        for k, v in want.items():
+            torch.testing.assert_close(got[k], v, msg=f"rank {rank}: {k}")

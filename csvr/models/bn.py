@@ -32,3 +32,26 @@ def recompute_bn_stats(net: nn.Module, batches: list[Any]) -> int:
             m.momentum = mom
         net.train(was_training)
     return len(bns)
+
+
+@torch.no_grad()
+def sync_bn_stats(net: nn.Module) -> int:
+    """Under torch.distributed, make every rank's BN running statistics the average over ranks,
+    weighted by each rank's batch count (``num_batches_tracked``). After
+    ``recompute_bn_stats`` (a cumulative average over batches) this equals recomputing on all
+    ranks' batches together. A no-op (returns 0) outside a process group of 2 or more."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 0
+    if torch.distributed.get_world_size() < 2:
+        return 0
+    bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.running_mean is not None]
+    for m in bns:
+        n = m.num_batches_tracked.to(m.running_mean.dtype)
+        packed = torch.cat([m.running_mean * n, m.running_var * n, n.reshape(1)])
+        torch.distributed.all_reduce(packed)
+        total = packed[-1].clamp(min=1)
+        c = m.running_mean.numel()
+        m.running_mean.copy_(packed[:c] / total)
+        m.running_var.copy_(packed[c : 2 * c] / total)
+        m.num_batches_tracked.fill_(int(packed[-1]))
+    return len(bns)
