@@ -175,12 +175,12 @@ def extraction_ratio(paths: list[Path]) -> dict:
 
 def decode_with_vectors(container: av.container.InputContainer, key_pts: int, length: int) -> None:
     """The floor of any MV reader: decode the GOP at key_pts with export_mvs and fetch each
-    P-frame's side data."""
+    P-frame's side data (as csvr does, `codec._motion_vectors`)."""
     s = container.streams.video[0]
     container.seek(key_pts, stream=s, backward=True, any_frame=False)
     for k, f in enumerate(container.decode(s)):
         if k:
-            f.side_data.get("MOTION_VECTORS")
+            codec._motion_vectors(f)
         if k + 1 == length:
             break
 
