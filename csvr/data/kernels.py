@@ -24,7 +24,9 @@ import numpy as np
 
 BLOCK = 16  # MPEG-4 Part 2 macroblock side, pixels
 _LANE = np.uint64(0xFFFFFFFF)
-_BIAS = 1 << 31  # a lane holds value + 2^31: no vector gets near it, so a lane never wraps
+# A lane holds value + 2^31. MPEG-4 Part 2 vectors are at most 2^11 half-pels (f_code 7), so
+# an accumulated sum reaches 2^31 (and a lane would wrap) only after 2^20 frames in one GOP.
+_BIAS = 1 << 31
 ZERO_FIELD = np.uint64(_BIAS | _BIAS << 32)  # (0, 0)
 _U32 = np.uint64(32)
 # FFmpeg's AVMotionVector as PyAV 18 exports it (`MotionVectors.to_ndarray().dtype`); the
@@ -94,9 +96,10 @@ def _unpack(v: np.uint64) -> tuple[int, int]:
 
 @nb.njit(cache=True, nogil=True)
 def parse_vectors(words: np.ndarray, grid: np.ndarray) -> int:
-    """Fill grid [gh, gw] uint64 (a packed field, set to (0, 0) first) with the half-pel vectors
-    (2 dx, 2 dy) of FFmpeg's MOTION_VECTORS records, at block (dst_y // 16, dst_x // 16) (dst is the block
-    centre; out-of-frame blocks dropped, later records win, as `codec.mv_field`).
+    """Fill grid [gh, gw] uint64 (a packed field, set to (0, 0) first) with the half-pel
+    vectors (2 dx, 2 dy) of FFmpeg's MOTION_VECTORS records, at block (dst_y // 16,
+    dst_x // 16) (dst is the block centre; out-of-frame blocks dropped, later records win, as
+    `codec.mv_field`).
 
     words: the records (`MV_DTYPE`, 40 bytes) as int32 [N, 10] (a plain array: numba types a
     structured one slowly): source = word 0; w, h = bytes 4, 5; dst_x, dst_y = int16 at bytes
