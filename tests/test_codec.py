@@ -145,6 +145,24 @@ def test_mv_field_matches_loop_reading(real_clip):
     assert nonzero > 0
 
 
+def test_motion_vectors_equal_the_public_side_data_api(real_clip, monkeypatch):
+    """`codec._motion_vectors` (PyAV's container class, no cycle on the frame) gives the bytes of
+    `frame.side_data`, and the public-API fallback reads the same GOPs."""
+    from csvr.data import codec
+
+    frames = decode_all(real_clip)
+    for frame in frames:
+        public = frame.side_data.get("MOTION_VECTORS")
+        ours = codec._motion_vectors(frame)
+        assert (ours is None) == (public is None) and (ours is None or bytes(ours) == bytes(public))
+    assert codec._PRIVATE_SIDE_DATA is True
+    with CompressedVideo(real_clip) as v:
+        fast = [v.read_gop(i, accumulate=True) for i in range(v.num_gops)]
+        monkeypatch.setattr(codec, "_PRIVATE_SIDE_DATA", False)
+        for i, g in enumerate(fast):
+            np.testing.assert_array_equal(v.read_gop(i, accumulate=True).mv, g.mv)
+
+
 # -- residuals ------------------------------------------------------------------------------
 def test_warp_hand_values():
     ref = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)

@@ -293,13 +293,29 @@ def fast_gop(
 
 
 def _motion_vectors(frame: av.VideoFrame) -> av.sidedata.sidedata.SideData | None:
-    """The frame's MOTION_VECTORS side data, or None (`frame.side_data.get("MOTION_VECTORS")`)."""
-    if _SideDataContainer is None:
-        return frame.side_data.get("MOTION_VECTORS")
-    try:
-        return _SideDataContainer(frame)[_SideDataType.MOTION_VECTORS]
-    except KeyError:
-        return None
+    """The frame's MOTION_VECTORS side data, or None: `frame.side_data.get("MOTION_VECTORS")`,
+    through PyAV's container class directly while it behaves as in PyAV 18 (the first call
+    checks it against the public API; any difference or error switches to the public API)."""
+    global _PRIVATE_SIDE_DATA
+    if _PRIVATE_SIDE_DATA is not False:
+        sd = None
+        try:
+            sd = _SideDataContainer(frame)[_SideDataType.MOTION_VECTORS]
+        except KeyError:  # no motion vectors in this frame
+            pass
+        except Exception:  # noqa: BLE001  another PyAV
+            _PRIVATE_SIDE_DATA = False
+        if _PRIVATE_SIDE_DATA is None:
+            public = frame.side_data.get("MOTION_VECTORS")
+            same = (sd is None) == (public is None) and (sd is None or bytes(sd) == bytes(public))
+            _PRIVATE_SIDE_DATA = same
+        if _PRIVATE_SIDE_DATA:
+            return sd
+    return frame.side_data.get("MOTION_VECTORS")
+
+
+# None: not checked yet; False: PyAV's container class is absent or differs, use the public API
+_PRIVATE_SIDE_DATA: bool | None = None if _SideDataContainer is not None else False
 
 
 def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
