@@ -287,9 +287,9 @@ def residual_at(
     mv_out[:, r, c] = m2 * mv_mul; res_out[:, r, c] = (4 cur[p] - 4 warp(ref, m2 / 2)[p]) * res_mul.
 
     cur, ref [H, W] uint32: packed RGB pixels (`pack_rgb`); field [., .] uint64 packed vectors
-    (`pack_field`) read at (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32. 4 warp = the sum of
-    the pixels at floor/ceil of the half-pel source coordinates, clamped to the frame (as
-    `codec._warp_rgba_sum`). Row by row, in passes over the output columns (gathers of vectors
+    (`pack_field`) read at (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32.
+    4 warp = the sum of the pixels at floor/ceil of the half-pel source coordinates, clamped to
+    the frame (as `codec._warp_rgba_sum`). Row by row, in passes over the output columns (gathers of vectors
     and pixels, indices, gathers of the warp, arithmetic) so that two of them vectorise; full
     rows of block vectors take `_block_row`; an output row that repeats the previous source row
     is copied.
