@@ -44,6 +44,8 @@ SETTINGS = {  # name -> CSVRNet kwargs (tiny, as configs/ucf101_3cls.yaml)
     "step_nodecay_b0.5_aux": dict(NEW, lif_bn_bias=0.5, aux_heads=True),
     "step_nodecay_b0.5_0.5_0_aux": dict(NEW, lif_bn_bias=[0.5, 0.5, 0.0], aux_heads=True),
     "step_nodecay_b0.7_0.7_0_aux": dict(NEW, lif_bn_bias=[0.7, 0.7, 0.0], aux_heads=True),
+    "step_nodecay_tau4_aux": dict(NEW, tau=4.0, aux_heads=True),
+    "step_nodecay_tau100_aux": dict(NEW, tau=100.0, aux_heads=True),
     "paper_aux": dict(stm_norm="shared", aux_heads=True),
     "conv_step_aux": dict(NEW, temporal="conv", aux_heads=True),
     "conv_paper": dict(temporal="conv"),

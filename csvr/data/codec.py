@@ -217,11 +217,16 @@ def truncation_reason(stream: av.video.stream.VideoStream, end_pts: int | None) 
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def pick_p_frames(available: int, num_p: int) -> np.ndarray:
-    """Indices (0-based among the GOP's P-frames) used for T = num_p; see module docstring."""
+    """Indices (0-based among the GOP's P-frames) used for T = num_p; see module docstring.
+    Cached (read-only array): every GOP of a dataset asks for the same few."""
     if available <= num_p:
-        return np.arange(available)
-    return np.round(np.linspace(0, available - 1, num_p)).astype(int)
+        picks = np.arange(available)
+    else:
+        picks = np.round(np.linspace(0, available - 1, num_p)).astype(int)
+    picks.flags.writeable = False
+    return picks
 
 
 def reference_gop(
@@ -318,9 +323,9 @@ def _motion_vectors(frame: av.VideoFrame) -> av.sidedata.sidedata.SideData | Non
 _PRIVATE_SIDE_DATA: bool | None = None if _SideDataContainer is not None else False
 
 
-def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
-    """The MOTION_VECTORS records (`kernels.MV_DTYPE`), read from a copy of the buffer (bytes:
-    a memcpy, 7x cheaper than copying the structured array)."""
+def _record_bytes(side_data: av.sidedata.sidedata.SideData) -> bytes:
+    """The MOTION_VECTORS records (`kernels.MV_DTYPE`, 40 bytes each) as a copy of the buffer
+    (bytes: a memcpy, 7x cheaper than copying the structured array)."""
     global _RECORDS_CHECKED
     if not _RECORDS_CHECKED:  # PyAV's own view once, to be sure the layout is the one we read
         if side_data.to_ndarray().dtype != kernels.MV_DTYPE:
@@ -329,23 +334,32 @@ def _records(side_data: av.sidedata.sidedata.SideData) -> np.ndarray:
                 f"not the layout csvr.data.kernels.MV_DTYPE reads: update MV_DTYPE"
             )
         _RECORDS_CHECKED = True
-    return np.frombuffer(bytes(side_data), kernels.MV_DTYPE)
+    return bytes(side_data)
+
+
+def _records(raw: bytes | None) -> np.ndarray | None:
+    """`_record_bytes` as the structured array `reference_gop` reads (None stays None)."""
+    return None if raw is None else np.frombuffer(raw, kernels.MV_DTYPE)
 
 
 _RECORDS_CHECKED = False
-_NO_RECORDS = np.zeros(0, kernels.MV_DTYPE)
+_WORDS = kernels.MV_DTYPE.itemsize // 4  # int32 words per record
 # Packet tables by (path, inode, size, mtime): a dataset opens the same file every epoch, and the demux
 # pass that builds the table costs about a third of decoding a GOP (per process: each worker).
 _GOP_TABLES: dict[tuple[str, int, int, int], tuple[list[int], list[int], int]] = {}
 
 
-def _rgb(packed: np.ndarray) -> np.ndarray:
-    """A packed frame [H, W] uint32 (`kernels.pack_rgb`) as RGB [H, W, 3] uint8 (a view)."""
-    return packed.view(np.uint8).reshape(*packed.shape, 4)[..., :3]
+def _rgb(frame: np.ndarray, width: int) -> np.ndarray:
+    """A frame as `_decode` keeps it (packed [H, W] uint32, or rgb24 rows [H, L] uint8) as RGB
+    [H, W, 3] uint8 (a view)."""
+    if frame.dtype == np.uint8:
+        return frame[:, : 3 * width].reshape(frame.shape[0], width, 3)
+    return frame.view(np.uint8).reshape(*frame.shape, 4)[..., :3]
 
 
-def _rgb_frames(frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    return {n: _rgb(f) for n, f in frames.items()}
+def _reference_inputs(frames: dict[int, np.ndarray], vectors: list[bytes | None], width: int) -> tuple[dict, list]:
+    """`_decode`'s frames and vectors as `reference_gop` takes them."""
+    return {n: _rgb(f, width) for n, f in frames.items()}, [_records(v) for v in vectors]
 
 
 class CompressedVideo:
@@ -434,50 +448,61 @@ class CompressedVideo:
         self.close()
 
     # -- decoding --------------------------------------------------------------------------
-    def _packed_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """The frame as rgb24 (swscale, the values of `frame.to_ndarray(format="rgb24")`) packed
-        into [H, W] uint32 (`kernels.pack_rgb`), read straight from the converter's plane."""
+    def _rgb24(self, frame: av.VideoFrame) -> tuple[np.ndarray, int]:
+        """(rows [H, L] uint8 of the frame as rgb24, L >= 3 W, L % 4 == 0; the plane's own
+        line size) from the persistent converter (swscale: the values of
+        `frame.to_ndarray(format="rgb24")`), a view of FFmpeg's plane where its rows allow."""
         h, w = self.height, self.width
-        rgb = self._reformatter.reformat(frame, format="rgb24", threads=1)
-        plane, out = rgb.planes[0], np.empty((h, w), np.uint32)
+        plane = self._reformatter.reformat(frame, format="rgb24", threads=1).planes[0]
         if plane.line_size % 4 == 0 and plane.buffer_size >= plane.line_size * h:
-            words = np.frombuffer(plane, np.uint32, count=plane.line_size // 4 * h).reshape(h, -1)
-        else:  # rows not word-aligned (FFmpeg aligns them): copy into rows that are
-            words = np.zeros((h, -(-3 * w // 4)), np.uint32)
-            words.view(np.uint8)[:, : 3 * w] = rgb.to_ndarray().reshape(h, 3 * w)
-        kernels.pack_rgb(words, w, out)
+            return np.frombuffer(plane, np.uint8, count=plane.line_size * h).reshape(h, -1), plane.line_size
+        rows = np.zeros((h, -(-3 * w // 4) * 4), np.uint8)  # rows not word-aligned (FFmpeg aligns them)
+        rows[:, : 3 * w] = np.frombuffer(plane, np.uint8).reshape(h, -1)[:, : 3 * w]
+        return rows, rows.shape[1]
+
+    def _packed_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as packed RGB [H, W] uint32 (`kernels.pack_rgb`), read from `_rgb24`."""
+        rows, _ = self._rgb24(frame)
+        out = np.empty((self.height, self.width), np.uint32)
+        kernels.pack_rgb(rows.view(np.uint32), self.width, out)
         return out
 
-    def _vectors(self, frame: av.VideoFrame, i: int) -> tuple[np.ndarray | None, np.ndarray, int]:
-        """(MOTION_VECTORS records or None, half-pel block grid, `kernels.parse_vectors` status)
-        of a P-frame. No side data (e.g. every block intra) means no motion."""
-        if frame.pict_type != PICT_P:
-            raise UnsupportedVideoError(
-                self.path, f"GOP {i} has an intra frame after its key frame (pict_type {frame.pict_type})"
-            )
+    def _frame_rgb(self, frame: av.VideoFrame, packed: bool) -> np.ndarray:
+        """Packed RGB [H, W] uint32, or (packed=False: a frame the kernels read only at the
+        output pixels, never warped) rgb24 rows [H, L] uint8, which the kernels also take."""
+        return self._packed_rgb(frame) if packed else self._rgb24(frame)[0]
+
+    def _vectors(self, frame: av.VideoFrame) -> tuple[bytes | None, np.ndarray, int]:
+        """(MOTION_VECTORS records as bytes (`_record_bytes`) or None, half-pel block grid,
+        `kernels.parse_vectors` status) of a P-frame. No side data (e.g. every block intra)
+        means no motion."""
         grid = np.empty((-(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.uint64)
         sd = _motion_vectors(frame)
-        vectors = None if sd is None else _records(sd)
-        status = kernels.parse_vectors(kernels.record_words(_NO_RECORDS if vectors is None else vectors), grid)
+        raw = None if sd is None else _record_bytes(sd)
+        words = np.frombuffer(raw if raw is not None else b"", np.int32).reshape(-1, _WORDS)
+        status = kernels.parse_vectors(words, grid)
         if status == 2:
             raise UnsupportedVideoError(self.path, "B-frames (forward references)")
-        return vectors, grid, status
+        return raw, grid, status
 
     def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, list | None, np.ndarray, int]:
         """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, grids,
-        picks, T): frames as `fast_gop` takes them (packed RGB, only the frames the extraction
-        reads; `_rgb_frames` gives `reference_gop`'s), vectors as `reference_gop` takes them,
-        grids as `fast_gop` does (None when only the reference can)."""
+        picks, T): frames as `fast_gop` takes them (only the frames the extraction reads; packed
+        RGB, or rgb24 rows for a P-frame that is never a reference; `_reference_inputs` gives
+        `reference_gop`'s), vectors as `_record_bytes` (ditto),
+        grids as `fast_gop` takes them (None when only the reference can)."""
         if not 0 <= i < self.num_gops:
             raise IndexError(f"{self.path}: GOP {i} out of range (0..{self.num_gops - 1})")
         t_out = self.nominal_p if num_p is None else int(num_p)
         picks = pick_p_frames(self.gop_lengths[i] - 1, t_out)
         n_frames = 1 + (int(picks[-1]) + 1 if len(picks) else 0)
-        need = {0} | {int(p) + 1 for p in picks} | (set() if accumulate else {int(p) for p in picks})
+        # frame n -> packed? (references are warped: packed; accumulated P-frames are not)
+        need = {int(p) + 1: not accumulate for p in picks} | ({} if accumulate else {int(p): True for p in picks})
+        need[0] = True
         target = self._key_pts[i]
         s = self._stream
         frames: dict[int, np.ndarray] = {}
-        vectors: list[np.ndarray | None] = []
+        vectors: list[bytes | None] = []
         grids: list[np.ndarray] | None = []
         n = 0
         try:
@@ -488,14 +513,21 @@ class CompressedVideo:
                     continue
                 if n == 0 and frame.pts != target:
                     raise CorruptVideoError(self.path, f"seek to GOP {i} landed at pts {frame.pts}, not {target}")
-                if frame.pict_type == PICT_B:
-                    raise UnsupportedVideoError(self.path, "B-frames")
                 if n > 0:
-                    vec, grid, status = self._vectors(frame, i)
-                    vectors.append(vec)
-                    grids = None if grids is None or status else grids + [grid]
-                if n in need:
-                    frames[n] = self._packed_rgb(frame)
+                    if (pict := frame.pict_type) != PICT_P:
+                        if pict == PICT_B:
+                            raise UnsupportedVideoError(self.path, "B-frames")
+                        raise UnsupportedVideoError(
+                            self.path, f"GOP {i} has an intra frame after its key frame (pict_type {pict})"
+                        )
+                    raw, grid, status = self._vectors(frame)
+                    vectors.append(raw)
+                    if grids is not None:
+                        grids.append(grid)
+                        if status:
+                            grids = None
+                if (packed := need.get(n)) is not None:
+                    frames[n] = self._frame_rgb(frame, packed)
                 n += 1
                 if n == n_frames:
                     break
@@ -515,11 +547,11 @@ class CompressedVideo:
         frames, vectors, grids, picks, t_out = self._decode(i, num_p, accumulate)
         h, w = self.height, self.width
         if reference or grids is None:
-            return reference_gop(_rgb_frames(frames), vectors, picks, t_out, accumulate)
+            return reference_gop(*_reference_inputs(frames, vectors, w), picks, t_out, accumulate)
         mv = np.empty((t_out, 2, h, w), np.float32)
         res = np.empty((t_out, 3, h, w), np.float32)
         fast_gop(frames, grids, picks, accumulate, [kernels.Window.full(h, w)], [(mv, res)])
-        return GOP(np.ascontiguousarray(_rgb(frames[0]).transpose(2, 0, 1)), mv, res)
+        return GOP(np.ascontiguousarray(_rgb(frames[0], w).transpose(2, 0, 1)), mv, res)
 
     def read_windows(
         self,
@@ -541,7 +573,7 @@ class CompressedVideo:
         if grids is not None:
             fast_gop(frames, grids, picks, accumulate, windows, outs)
             return frames[0]
-        g = reference_gop(_rgb_frames(frames), vectors, picks, t_out, accumulate)  # e.g. quarter-pel, 8x8 blocks
+        g = reference_gop(*_reference_inputs(frames, vectors, self.width), picks, t_out, accumulate)  # quarter-pel, 8x8
         for win, (mv_out, res_out) in zip(windows, outs):
             at = np.ix_(win.rows, win.cols)
             mv_out[:, 0] = g.mv[:, 0][:, at[0], at[1]] * (2 * win.mv_mul_x)

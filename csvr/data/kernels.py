@@ -229,12 +229,17 @@ def _block_row(cur, ref, grid, y, n, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1
 
 @nb.njit(cache=True, nogil=True)
 def _fetch(field, shift, cur, y, xs, f0, f1, e) -> None:
-    """Gathers at source pixels (y, xs[k]): the half-pel vector (f0, f1)[k] and the current pixel e[k]."""
+    """Gathers at source pixels (y, xs[k]): the half-pel vector (f0, f1)[k] and the current pixel
+    e[k], packed (from a packed frame, or from rgb24 rows: 3 bytes; `cur.itemsize` is a constant
+    of each compiled version)."""
     frow, crow = field[y >> shift], cur[y]
     for k in range(xs.shape[0]):
         x = xs[k]
         f0[k], f1[k] = _unpack(frow[x >> shift])
-        e[k] = crow[x]
+        if cur.itemsize == 1:
+            e[k] = np.uint32(crow[3 * x]) | (np.uint32(crow[3 * x + 1]) << _U8) | (np.uint32(crow[3 * x + 2]) << _U16)
+        else:
+            e[k] = crow[x]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -286,7 +291,8 @@ def residual_at(
     """At output pixel (r, c), source p = (rows[r], cols[c]) and m2 = field at p:
     mv_out[:, r, c] = m2 * mv_mul; res_out[:, r, c] = (4 cur[p] - 4 warp(ref, m2 / 2)[p]) * res_mul.
 
-    cur, ref [H, W] uint32: packed RGB pixels (`pack_rgb`); field [., .] uint64 packed vectors
+    cur, ref [H, W] uint32: packed RGB pixels (`pack_rgb`); cur may instead be rgb24 rows
+    [H, L] uint8 (L >= 3 W: a frame that is only read here, never packed); field [., .] uint64 packed vectors
     (`pack_field`) read at (y >> shift, x >> shift); mv_out [2, R, C], res_out [3, R, C] float32.
     4 warp = the sum of the pixels at floor/ceil of the half-pel source coordinates, clamped to
     the frame (as `codec._warp_rgba_sum`). Row by row, in passes over the output columns (gathers of vectors
@@ -296,7 +302,7 @@ def residual_at(
     """
     h, w = ref.shape
     n_cols = cols.shape[0]
-    full_rows = shift == 4 and n_cols == w
+    full_rows = shift == 4 and n_cols == w and cur.itemsize == 4
     for k in range(n_cols):
         full_rows = full_rows and cols[k] == k
     xs, f0, f1 = cols.astype(np.int32), np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
@@ -363,8 +369,10 @@ def warm_up() -> None:
     accumulate_step(acc, grid, np.empty_like(acc), BLOCK, BLOCK)
     win = Window.full(2, 2)
     out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
+    rows24 = np.zeros((BLOCK, 3 * BLOCK), np.uint8)
     for field, shift in ((grid, 4), (acc, 0)):
-        residual_at(packed, packed, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
+        for cur in (packed, rows24):
+            residual_at(cur, packed, field, shift, win.rows, win.cols, win.mv_mul_x, win.mv_mul_y, win.res_mul, *out)
     lookup_at(packed, win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
     pack_rgb(np.zeros((BLOCK, BLOCK), np.uint32), BLOCK, packed.copy())
     parse_vectors(record_words(np.zeros(0, MV_DTYPE)), grid)
