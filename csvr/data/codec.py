@@ -448,21 +448,22 @@ class CompressedVideo:
         self.close()
 
     # -- decoding --------------------------------------------------------------------------
-    def _rgb24(self, frame: av.VideoFrame) -> tuple[np.ndarray, int]:
-        """(rows [H, L] uint8 of the frame as rgb24, L >= 3 W, L % 4 == 0; the plane's own
-        line size) from the persistent converter (swscale: the values of
-        `frame.to_ndarray(format="rgb24")`), a view of FFmpeg's plane where its rows allow."""
+    def _rgb24(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as rgb24 rows [H, L] uint8 (L >= 3 W, L % 4 == 0) from the persistent
+        converter (swscale: the values of `frame.to_ndarray(format="rgb24")`), a view of
+        FFmpeg's plane where its rows allow."""
         h, w = self.height, self.width
-        plane = self._reformatter.reformat(frame, format="rgb24", threads=1).planes[0]
+        rgb = self._reformatter.reformat(frame, format="rgb24", threads=1)
+        plane = rgb.planes[0]
         if plane.line_size % 4 == 0 and plane.buffer_size >= plane.line_size * h:
-            return np.frombuffer(plane, np.uint8, count=plane.line_size * h).reshape(h, -1), plane.line_size
+            return np.frombuffer(plane, np.uint8, count=plane.line_size * h).reshape(h, -1)
         rows = np.zeros((h, -(-3 * w // 4) * 4), np.uint8)  # rows not word-aligned (FFmpeg aligns them)
-        rows[:, : 3 * w] = np.frombuffer(plane, np.uint8).reshape(h, -1)[:, : 3 * w]
-        return rows, rows.shape[1]
+        rows[:, : 3 * w] = rgb.to_ndarray().reshape(h, 3 * w)
+        return rows
 
     def _packed_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame as packed RGB [H, W] uint32 (`kernels.pack_rgb`), read from `_rgb24`."""
-        rows, _ = self._rgb24(frame)
+        rows = self._rgb24(frame)
         out = np.empty((self.height, self.width), np.uint32)
         kernels.pack_rgb(rows.view(np.uint32), self.width, out)
         return out
@@ -470,7 +471,7 @@ class CompressedVideo:
     def _frame_rgb(self, frame: av.VideoFrame, packed: bool) -> np.ndarray:
         """Packed RGB [H, W] uint32, or (packed=False: a frame the kernels read only at the
         output pixels, never warped) rgb24 rows [H, L] uint8, which the kernels also take."""
-        return self._packed_rgb(frame) if packed else self._rgb24(frame)[0]
+        return self._packed_rgb(frame) if packed else self._rgb24(frame)
 
     def _vectors(self, frame: av.VideoFrame) -> tuple[bytes | None, np.ndarray, int]:
         """(MOTION_VECTORS records as bytes (`_record_bytes`) or None, half-pel block grid,
