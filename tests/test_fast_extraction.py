@@ -132,7 +132,7 @@ def test_accumulate_step_equals_accumulate_mv(h, w):
     gh, gw = -(-h // 16), -(-w // 16)
     acc_ref = np.zeros((2, h, w), np.float32)
     acc = np.full((gh * 16, gw * 16), kernels.ZERO_FIELD)
-    for _ in range(5):
+    for step in range(5):
         grid = rng.integers(-40, 41, (2, gh, gw)).astype(np.int32)  # up to 20 px, some off-frame
         mv = grid.repeat(16, 1).repeat(16, 2)[:, :h, :w].astype(np.float32) / 2
         acc_ref = accumulate_mv(acc_ref, mv)
@@ -140,6 +140,10 @@ def test_accumulate_step_equals_accumulate_mv(h, w):
         kernels.accumulate_step(acc, kernels.pack_field(grid), nxt, h, w)
         acc = nxt
         np.testing.assert_array_equal(kernels.unpack_field(acc)[:, :h, :w] / 2, acc_ref)
+        if step == 0:  # the first step as fast_gop takes it: the block vectors expanded
+            first = np.empty_like(acc)
+            kernels.expand_grid(kernels.pack_field(grid), first)
+            np.testing.assert_array_equal(kernels.unpack_field(first)[:, :h, :w] / 2, acc_ref)
 
 
 def test_packed_field_lanes():
@@ -254,7 +258,7 @@ import torch
 from csvr.data import kernels
 from csvr.data.datasets import CompressedVideoDataset, collate
 ds = CompressedVideoDataset({str(root)!r}, {items!r}, num_segments=2, num_p=3, accumulate=False, img_size=16, train=False)
-print("misses", sum(sum(k.stats.cache_misses.values()) for k in (kernels.residual_at, kernels.accumulate_step)))
+print("misses", sum(sum(k.stats.cache_misses.values()) for k in (kernels.residual_at, kernels.accumulate_step, kernels.expand_grid)))
 batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate,
                                               multiprocessing_context="fork")))
 print("shape", tuple(batch["mv"].shape))

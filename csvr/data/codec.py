@@ -288,11 +288,13 @@ def fast_gop(
             write(frames[p + 1], frames[p], grids[p], 4, k)
         return
     pad = lambda n: -(-n // kernels.BLOCK) * kernels.BLOCK  # noqa: E731  whole blocks
-    acc = np.full((pad(h), pad(w)), kernels.ZERO_FIELD)
-    nxt = np.empty_like(acc)
+    acc, nxt = np.empty((2, pad(h), pad(w)), np.uint64)
     for p, grid in enumerate(grids):
-        kernels.accumulate_step(acc, grid, nxt, h, w)
-        acc, nxt = nxt, acc
+        if p == 0:  # from the all-zero field: the block vectors themselves
+            kernels.expand_grid(grid, acc)
+        else:
+            kernels.accumulate_step(acc, grid, nxt, h, w)
+            acc, nxt = nxt, acc
         if (k := wanted.get(p)) is not None:
             write(frames[p + 1], iframe, acc, 0, k)
 

@@ -162,6 +162,21 @@ def accumulate_step(prev: np.ndarray, grid: np.ndarray, out: np.ndarray, height:
                         dst[x0 + c] = src[min(max(x0 + c + ox, 0), width - 1)] + delta
 
 
+@nb.njit(cache=True, nogil=True)
+def expand_grid(grid: np.ndarray, out: np.ndarray) -> None:
+    """out[y, x] = grid[y // 16, x // 16]: block vectors as a per-pixel field [gh * 16, gw * 16]
+    (what `accumulate_step` gives from an all-zero field: the first accumulated step)."""
+    gh, gw = grid.shape
+    for by in range(gh):
+        for r in range(BLOCK):
+            dst = out[by * BLOCK + r]
+            for bx in range(gw):
+                m = grid[by, bx]
+                d = dst[bx * BLOCK : bx * BLOCK + BLOCK]
+                for c in range(BLOCK):
+                    d[c] = m
+
+
 _LOW = np.uint32(0x00FF00FF)  # bytes 0 and 2 of a packed pixel (R and B)
 _U2, _U8, _U16, _U24 = np.uint32(2), np.uint32(8), np.uint32(16), np.uint32(24)
 _U255, _U16BITS = np.uint32(255), np.uint32(0xFFFF)
@@ -367,6 +382,7 @@ def warm_up() -> None:
     grid = np.full((1, 1), ZERO_FIELD)
     acc = np.full((BLOCK, BLOCK), ZERO_FIELD)
     accumulate_step(acc, grid, np.empty_like(acc), BLOCK, BLOCK)
+    expand_grid(grid, acc)
     win = Window.full(2, 2)
     out = np.zeros((2, 2, 2), np.float32), np.zeros((3, 2, 2), np.float32)
     rows24 = np.zeros((BLOCK, 3 * BLOCK), np.uint8)
