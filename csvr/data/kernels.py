@@ -258,6 +258,18 @@ def _fetch(field, shift, cur, y, xs, f0, f1, e) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
+def _fetch_row(field, cur, y, f0, f1, e) -> None:
+    """`_fetch` of a whole row of a per-pixel field (xs = 0, 1, ...): contiguous loads (vectorised)."""
+    frow, crow = field[y], cur[y]
+    for k in range(e.shape[0]):
+        f0[k], f1[k] = _unpack(frow[k])
+        if cur.itemsize == 1:
+            e[k] = np.uint32(crow[3 * k]) | (np.uint32(crow[3 * k + 1]) << _U8) | (np.uint32(crow[3 * k + 2]) << _U16)
+        else:
+            e[k] = crow[k]
+
+
+@nb.njit(cache=True, nogil=True)
 def _warp_index(y, xs, f0, f1, h, w, i00, dx, dy) -> None:
     """The flat reference index of the 4 pixels the warp of (y, xs[k]) sums: i00[k], + dx[k],
     + dy[k], + both (coordinates clamped; int32 arithmetic, vectorised)."""
@@ -317,9 +329,10 @@ def residual_at(
     """
     h, w = ref.shape
     n_cols = cols.shape[0]
-    full_rows = shift == 4 and n_cols == w and cur.itemsize == 4
+    all_cols = n_cols == w
     for k in range(n_cols):
-        full_rows = full_rows and cols[k] == k
+        all_cols = all_cols and cols[k] == k
+    full_rows = all_cols and shift == 4 and cur.itemsize == 4
     xs, f0, f1 = cols.astype(np.int32), np.empty(n_cols, np.int32), np.empty(n_cols, np.int32)
     work = np.empty((8, n_cols), np.uint32)  # i00, dx, dy, then 4 reference pixels and the current one
     i00, dx, dy, a, b, c, d, e = work[0], work[1], work[2], work[3], work[4], work[5], work[6], work[7]
@@ -334,7 +347,10 @@ def residual_at(
         if full_rows:
             _block_row(cur, ref, field, y, n_cols, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1, r2)
             continue
-        _fetch(field, shift, cur, y, xs, f0, f1, e)
+        if all_cols and shift == 0:
+            _fetch_row(field, cur, y, f0, f1, e)
+        else:
+            _fetch(field, shift, cur, y, xs, f0, f1, e)
         _warp_index(y, xs, f0, f1, h, w, i00, dx, dy)
         _gather(flat_ref, i00, dx, dy, a, b, c, d)
         _residual_row(a, b, c, d, e, f0, f1, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1, r2)
