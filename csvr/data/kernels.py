@@ -12,7 +12,9 @@ Fields: `field[y >> shift, x >> shift]` is (2 dx, 2 dy) at pixel (y, x), packed 
 add moves both (`accumulate_step`); shift 4 reads a 16x16 block grid (frame-to-frame vectors,
 `parse_vectors`), shift 0 a per-pixel field (accumulated vectors).
 Frames are packed pixels, R | G << 8 | B << 16 in a uint32 (`pack_rgb`): one load per pixel,
-and the 4-pixel sums of two channels at once in 16-bit lanes ("SWAR", `_pixel`).
+and the 4-pixel sums of two channels at once in 16-bit lanes ("SWAR", `_pixel`). A current
+frame that is never a reference may stay rgb24 rows (uint8, 3 bytes per pixel): `residual_at`
+reads it only at the output pixels, so packing all of it would cost more.
 """
 
 from __future__ import annotations
