@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from csvr.data import kernels
-from csvr.data.codec import CompressedVideo, accumulate_mv, mv_field, warp
+from csvr.data.codec import CompressedVideo, _rgb, accumulate_mv, mv_field, warp
 from csvr.data.datasets import WORKER_CONTEXT, CompressedVideoDataset, collate
 from csvr.data.encode import encode_video
 from csvr.data.sampling import sample_test, sample_train
@@ -112,6 +112,24 @@ def test_fast_equals_reference_odd_size_short_gop(odd):
     with CompressedVideo(odd) as v:
         assert v.gop_lengths == [12, 12, 1] and (v.width, v.height) == (340, 256)
     check_video(odd)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_kept_frames_are_the_decoded_rgb(odd, accumulate):
+    """The frames `_decode` keeps (packed, or views of swscale's rgb24 planes for accumulated
+    P-frames) still hold their own pixels after more GOPs were decoded and converted: PyAV's
+    `to_ndarray(format="rgb24")` of an independent decode."""
+    with CompressedVideo(odd) as v:
+        frames = v._decode(0, 4, accumulate)[0]
+        v._decode(1, 4, accumulate)
+        assert {f.dtype for n, f in frames.items() if n > 0} == (
+            {np.dtype(np.uint8)} if accumulate else {np.dtype(np.uint32)}
+        )
+        width = v.width
+    with av.open(str(odd)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f, _ in zip(c.decode(video=0), range(12))]
+    for n, f in frames.items():
+        np.testing.assert_array_equal(_rgb(f, width), decoded[n])
 
 
 def test_fallback_for_quarter_pel_and_8x8_blocks(qpel):
