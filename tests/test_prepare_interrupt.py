@@ -14,6 +14,7 @@ import pytest
 
 from csvr.io import TMP_MARK
 from csvr.workers import START_METHOD, WorkerDied, WorkerError, WorkerPool
+from tests.signals_util import terminal_signals
 from tests.videos_util import make_moving_square_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,7 @@ def start_prepare(src: Path, dst: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=terminal_signals,
     )
 
 

@@ -20,6 +20,7 @@ import torch
 from csvr.checkpoint import UnsafeCheckpointError, load_checkpoint
 from csvr.cli import main
 from tests.conftest import REPO, synthetic_args
+from tests.signals_util import terminal_signals
 
 RESUME = [
     "--trainer.max_epochs=3",
@@ -56,6 +57,7 @@ def test_interrupted_fit_resumes_bit_identical(tiny_synthetic: Path, tmp_path: P
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=terminal_signals,
     )
     try:
         while proc.poll() is None and not last.exists():
