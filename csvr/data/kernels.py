@@ -245,6 +245,12 @@ def _block_row(cur, ref, grid, y, n, mv_mul_x, mv_mul_y, res_mul, m0, m1, r0, r1
 
 
 @nb.njit(cache=True, nogil=True)
+def _rgb24_at(row, x):
+    """Pixel x of an rgb24 row (uint8, 3 bytes per pixel) packed as R | G << 8 | B << 16."""
+    return np.uint32(row[3 * x]) | (np.uint32(row[3 * x + 1]) << _U8) | (np.uint32(row[3 * x + 2]) << _U16)
+
+
+@nb.njit(cache=True, nogil=True)
 def _fetch(field, shift, cur, y, xs, f0, f1, e) -> None:
     """Gathers at source pixels (y, xs[k]): the half-pel vector (f0, f1)[k] and the current pixel
     e[k], packed (from a packed frame, or from rgb24 rows: 3 bytes; `cur.itemsize` is a constant
@@ -254,7 +260,7 @@ def _fetch(field, shift, cur, y, xs, f0, f1, e) -> None:
         x = xs[k]
         f0[k], f1[k] = _unpack(frow[x >> shift])
         if cur.itemsize == 1:
-            e[k] = np.uint32(crow[3 * x]) | (np.uint32(crow[3 * x + 1]) << _U8) | (np.uint32(crow[3 * x + 2]) << _U16)
+            e[k] = _rgb24_at(crow, x)
         else:
             e[k] = crow[x]
 
@@ -266,7 +272,7 @@ def _fetch_row(field, cur, y, f0, f1, e) -> None:
     for k in range(e.shape[0]):
         f0[k], f1[k] = _unpack(frow[k])
         if cur.itemsize == 1:
-            e[k] = np.uint32(crow[3 * k]) | (np.uint32(crow[3 * k + 1]) << _U8) | (np.uint32(crow[3 * k + 2]) << _U16)
+            e[k] = _rgb24_at(crow, k)
         else:
             e[k] = crow[k]
 
@@ -374,7 +380,7 @@ def pack_rgb(words: np.ndarray, width: int, out: np.ndarray) -> None:
             dst[4 * q + 3] = w2 >> _U8
         rb = row.view(np.uint8)
         for x in range(width // 4 * 4, width):
-            dst[x] = np.uint32(rb[3 * x]) | (np.uint32(rb[3 * x + 1]) << _U8) | (np.uint32(rb[3 * x + 2]) << _U16)
+            dst[x] = _rgb24_at(rb, x)
 
 
 @nb.njit(cache=True, nogil=True)
