@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from csvr.data.batch import fold_views
+from csvr.models.lif import firing_shortfall
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -56,6 +58,11 @@ class CSVRLitModule(LightningModule):
         aux_weight: weight of the per-modality auxiliary losses, used when the net returns
             `(logits, {modality: aux_logits})` in training (CSVRNet with `aux_heads: true`):
             loss = CE(logits) + aux_weight * mean over modalities of CE(aux_logits).
+        firing_reg: weight of an activity regulariser on the net's spiking neurons in training
+            (0: off): loss += firing_reg * mean over spiking layers of `firing_shortfall(spikes,
+            firing_target)`, which pushes (clip, neuron) pairs that fire on fewer than
+            `firing_target` of the T steps towards firing.
+        firing_target: the rate per (clip, neuron) below which the regulariser acts.
     """
 
     def __init__(
@@ -67,6 +74,8 @@ class CSVRLitModule(LightningModule):
         min_lr_ratio: float = 0.01,
         class_names: list[str] | None = None,
         aux_weight: float = 0.0,
+        firing_reg: float = 0.0,
+        firing_target: float = 0.25,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -85,6 +94,18 @@ class CSVRLitModule(LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(n)
         self._warned_skipped: set[str] = set()
         self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
+        self._spikes: list[torch.Tensor] | None = None  # spiking layers' outputs, while a training step collects them
+        if firing_reg:
+            layers = [m for m in net.modules() if isinstance(m, BaseNode)]
+            if not layers:
+                raise ValueError("model.firing_reg > 0 needs a net with spiking neurons (temporal: lif)")
+            for m in layers:
+                m.register_forward_hook(self._capture_spikes)
+
+    def _capture_spikes(self, module: nn.Module, inputs: Any, spikes: torch.Tensor) -> None:
+        """Forward hook on each spiking layer: keep its spikes [T, B, ...] for the training step's loss."""
+        if self._spikes is not None:
+            self._spikes.append(spikes)
 
     def setup(self, stage: str) -> None:
         """Check the data options the model depends on, before any batch is read."""
@@ -132,8 +153,20 @@ class CSVRLitModule(LightningModule):
         label = batch["label"]
         if label.numel() == 0:
             return None  # every video of this batch was unreadable (skip_corrupt)
-        logits, aux = self._logits_and_aux(batch)
+        regularise = stage == "train" and bool(self.hparams.get("firing_reg"))
+        self._spikes = [] if regularise else None
+        try:
+            logits, aux = self._logits_and_aux(batch)
+        finally:
+            spikes, self._spikes = self._spikes, None
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
+        if regularise:
+            target = self.hparams.firing_target
+            shortfall = sum(firing_shortfall(s, target) for s in spikes) / len(spikes)
+            self.log(
+                f"{stage}/firing_shortfall", shortfall.detach(), on_step=False, on_epoch=True, batch_size=label.shape[0]
+            )
+            loss = loss + self.hparams.firing_reg * shortfall
         if aux and self.hparams.aux_weight:
             aux_loss = sum(
                 F.cross_entropy(a, label, label_smoothing=self.hparams.label_smoothing) for a in aux.values()

@@ -7,7 +7,9 @@ statistics) and eval mode (running statistics), for several STM settings.
     python scripts/firing_rates.py --ckpt outputs/real/lif/checkpoints/last.ckpt  # a trained net
 
 "silent" = fraction of (sample, neuron) pairs with no spike in any of the T steps (what the
-issue reports); "dead" = fraction of neurons that fire for no sample of the probe batches.
+issue reports), per layer; the summary gives its mean over the layers and over all the STM's
+neurons (layer 1, at twice the resolution, holds 4x the neurons of layers 2 and 3); "dead" =
+fraction of neurons that fire for no sample of the probe batches.
 Eval mode is probed after recomputing BN statistics on the training batches (precise BN), as
 running statistics at init are meaningless. Nothing here is a test: it is a measurement tool.
 """
@@ -103,6 +105,7 @@ def probe(net: CSVRNet, batches: list[dict]) -> dict[str, dict]:
             "per_step": [round(float(x), 4) for x in s.mean((1, 2, 3, 4))],
             "silent": float(1 - fired.float().mean()),
             "dead": float(1 - fired.any(0).float().mean()),
+            "neurons": fired[0].numel(),  # per clip: C * H * W
         }
     return out
 
@@ -131,9 +134,25 @@ def build(setting: str, seed: int) -> CSVRNet:
     return CSVRNet(3, variant="tiny", img_size=64, num_segments=3, drop_path=0.1, head_dropout=0.3, **SETTINGS[setting])
 
 
-def train(net: CSVRNet, batches: list[dict], steps: int, lr: float = 2e-3, aux_weight: float = 0.5) -> None:
-    """AdamW + warm-up/cosine as the LightningModule, on the dumped batches in turn."""
+def train(
+    net: CSVRNet,
+    batches: list[dict],
+    steps: int,
+    lr: float = 2e-3,
+    aux_weight: float = 0.5,
+    firing_reg: float = 0.0,
+    firing_target: float = 0.25,
+) -> None:
+    """AdamW + warm-up/cosine as the LightningModule, on the dumped batches in turn (with its
+    activity regulariser when firing_reg > 0)."""
     from csvr.lit_module import param_groups, warmup_cosine
+    from csvr.models.lif import firing_shortfall
+
+    spikes: list[torch.Tensor] = []
+    if firing_reg:
+        for m in net.modules():
+            if isinstance(m, ThresholdLIFNode):
+                m.register_forward_hook(lambda m, i, o: spikes.append(o) if m.training else None)
 
     opt = torch.optim.AdamW(param_groups(net), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, steps // 10, 0.01))
@@ -141,11 +160,14 @@ def train(net: CSVRNet, batches: list[dict], steps: int, lr: float = 2e-3, aux_w
     ce = torch.nn.functional.cross_entropy
     for i in range(steps):
         b = batches[i % len(batches)]
+        spikes.clear()
         out = net(b)
         logits, aux = out if isinstance(out, tuple) else (out, {})
         loss = ce(logits, b["label"], label_smoothing=0.1)
         if aux:
             loss = loss + aux_weight * sum(ce(a, b["label"], label_smoothing=0.1) for a in aux.values()) / len(aux)
+        if spikes:
+            loss = loss + firing_reg * sum(firing_shortfall(s, firing_target) for s in spikes) / len(spikes)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -187,7 +209,11 @@ def show(tag: str, res: dict[str, dict]) -> None:
     layers = list(res.values())
     if layers:
         mean = lambda key: sum(r[key] for r in layers) / len(layers)  # noqa: E731
-        print(f"    mean silent {mean('silent'):.3f}, mean rate {mean('rate'):.4f}")
+        per_neuron = sum(r["silent"] * r["neurons"] for r in layers) / sum(r["neurons"] for r in layers)
+        print(
+            f"    mean silent {mean('silent'):.3f} (layer mean; over all the STM's neurons {per_neuron:.3f}), "
+            f"mean rate {mean('rate'):.4f}"
+        )
 
 
 def main() -> int:
@@ -197,6 +223,8 @@ def main() -> int:
     ap.add_argument("--config", default="configs/ucf101_3cls.yaml")
     ap.add_argument("--configs", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--train-steps", type=int, default=0)
+    ap.add_argument("--firing-reg", type=float, default=0.0, help="activity regulariser weight (model.firing_reg)")
+    ap.add_argument("--firing-target", type=float, default=0.25, help="its target rate (model.firing_target)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--ckpt",
@@ -224,7 +252,7 @@ def main() -> int:
         print(name, flush=True)
         net, res = make(), {}
         if args.train_steps:
-            train(net, tr[:-1], args.train_steps)
+            train(net, tr[:-1], args.train_steps, firing_reg=args.firing_reg, firing_target=args.firing_target)
             res["val_acc_running_bn"] = accuracy(net, va)
         probe_tr = tr[-1:]  # not trained on when --train-steps
         res["train_mode"] = probe(net.train(), probe_tr)

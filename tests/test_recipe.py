@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from csvr.lit_module import CSVRLitModule
+from csvr.models import CSVRNet
 from csvr.models.baseline_cnn import BaselineCNN
 from csvr.models.bn import recompute_bn_stats
+from csvr.models.lif import ThresholdLIFNode, firing_shortfall
 from csvr.models.stm import SpikingTemporalModulator, TemporalBatchNorm2d, _conv_bn
 
 
@@ -72,6 +74,49 @@ def test_aux_loss_is_added_with_its_weight() -> None:
     torch.testing.assert_close(loss, want)
     lit.eval()
     assert lit(batch).shape == (4, 3)  # eval: logits only
+
+
+def test_firing_shortfall_hand_computed_and_its_gradient_raises_silent_neurons() -> None:
+    # 4 (clip, neuron) pairs over T = 4 steps fire 0, 1, 2 and 4 times: rates 0, .25, .5, 1
+    spikes = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 1.0]]).view(4, 2, 2)
+    assert firing_shortfall(spikes, 0.25).item() == pytest.approx(0.25 / 4)
+    assert firing_shortfall(spikes, 0.5).item() == pytest.approx((0.5 + 0.25) / 4)
+    # through a real LIF: a silent neuron's input and threshold get the gradient that makes it
+    # fire (input up, threshold down); a neuron already at the target gets none
+    node = ThresholdLIFNode(2, decay_input=False)
+    x = torch.tensor([0.1, 2.0]).view(1, 1, 2).repeat(4, 1, 1).requires_grad_()  # [T, B, C]
+    out = node(x)
+    assert out[:, 0, 0].sum() == 0 and out[:, 0, 1].sum() >= 1  # channel 0 silent, 1 fires
+    firing_shortfall(out, 0.25).backward()
+    assert (x.grad[:, 0, 0] < 0).all() and node.threshold.grad[0] > 0
+    assert (x.grad[:, 0, 1] == 0).all() and node.threshold.grad[1] == 0
+
+
+def test_firing_reg_adds_the_shortfall_of_every_spiking_layer_in_training_only() -> None:
+    torch.manual_seed(0)
+    net = CSVRNet(3, variant="tiny", img_size=32, num_segments=1, drop_path=0.0, head_dropout=0.0, decay_input=False)
+    batch = {
+        "iframe": torch.randn(2, 1, 3, 32, 32),
+        "mv": torch.randn(2, 1, 2, 2, 32, 32),
+        "residual": torch.randn(2, 1, 2, 3, 32, 32),
+        "label": torch.tensor([0, 2]),
+    }
+    lit = CSVRLitModule(net, label_smoothing=0.0, firing_reg=2.0, firing_target=0.5)
+    loss = lit.training_step(batch, 0)
+    seen = []  # the same forward, the layers' spikes collected independently
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in net.spiking_layers().values()]
+    logits = net(batch)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 6  # 3 LIF layers in each STM
+    shortfall = sum(F.relu(0.5 - s.mean(0)).mean() for s in seen) / 6
+    assert shortfall > 0
+    torch.testing.assert_close(loss, F.cross_entropy(logits, batch["label"]) + 2.0 * shortfall)
+    lit.eval()
+    with torch.no_grad():  # validation: cross-entropy only
+        torch.testing.assert_close(lit._shared_step(batch, "val"), F.cross_entropy(net(batch), batch["label"]))
+    with pytest.raises(ValueError, match="spiking neurons"):
+        CSVRLitModule(CSVRNet(3, variant="tiny", img_size=32, num_segments=1, temporal="conv"), firing_reg=1.0)
 
 
 def test_recompute_bn_stats_is_the_plain_average_and_draws_no_random_numbers() -> None:

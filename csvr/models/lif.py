@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
@@ -34,6 +35,14 @@ def make_surrogate(name: str) -> surrogate.SurrogateFunctionBase:
     if name not in SURROGATES:
         raise ValueError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}")
     return SURROGATES[name]()
+
+
+def firing_shortfall(spikes: torch.Tensor, target: float) -> torch.Tensor:
+    """How far (clip, neuron) pairs fire below a target rate: mean of max(0, target - rate), where
+    rate = spikes [T, B, ...] averaged over the T steps. Differentiable through the surrogate
+    gradient of the spikes, so a loss term on it raises the potential of neurons that fire too
+    rarely (an activity regulariser; 0 when every pair fires at least `target`)."""
+    return F.relu(target - spikes.mean(0)).mean()
 
 
 class ThresholdLIFNode(neuron.LIFNode):
