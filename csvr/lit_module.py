@@ -63,6 +63,9 @@ class CSVRLitModule(LightningModule):
             firing_target)`, which pushes (clip, neuron) pairs that fire on fewer than
             `firing_target` of the T steps towards firing.
         firing_target: the rate per (clip, neuron) below which the regulariser acts.
+        firing_mean: "layers" (each spiking layer's mean shortfall counts alike) or "neurons"
+            (every (clip, neuron) pair of every layer counts alike, as the silent fraction over
+            all the STM's neurons does: layer 1 holds 4x the neurons of layers 2 and 3).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class CSVRLitModule(LightningModule):
         aux_weight: float = 0.0,
         firing_reg: float = 0.0,
         firing_target: float = 0.25,
+        firing_mean: str = "layers",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -95,6 +99,8 @@ class CSVRLitModule(LightningModule):
         self._warned_skipped: set[str] = set()
         self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
         self._spikes: list[torch.Tensor] | None = None  # spiking layers' outputs, while a training step collects them
+        if firing_mean not in ("layers", "neurons"):
+            raise ValueError(f"model.firing_mean must be 'layers' or 'neurons', got {firing_mean!r}")
         if firing_reg:
             layers = [m for m in net.modules() if isinstance(m, BaseNode)]
             if not layers:
@@ -162,7 +168,12 @@ class CSVRLitModule(LightningModule):
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
         if regularise:
             target = self.hparams.firing_target
-            shortfall = sum(firing_shortfall(s, target) for s in spikes) / len(spikes)
+            if self.hparams.get("firing_mean", "layers") == "neurons":  # each (clip, neuron) pair alike
+                shortfall = sum(firing_shortfall(s, target) * s[0].numel() for s in spikes) / sum(
+                    s[0].numel() for s in spikes
+                )
+            else:  # each layer alike
+                shortfall = sum(firing_shortfall(s, target) for s in spikes) / len(spikes)
             self.log(
                 f"{stage}/firing_shortfall", shortfall.detach(), on_step=False, on_epoch=True, batch_size=label.shape[0]
             )

@@ -112,6 +112,15 @@ def test_firing_reg_adds_the_shortfall_of_every_spiking_layer_in_training_only()
     shortfall = sum(F.relu(0.5 - s.mean(0)).mean() for s in seen) / 6
     assert shortfall > 0
     torch.testing.assert_close(loss, F.cross_entropy(logits, batch["label"]) + 2.0 * shortfall)
+    # firing_mean "neurons": every (clip, neuron) pair alike (layer 1 has 4x the neurons)
+    lit_n = CSVRLitModule(net, label_smoothing=0.0, firing_reg=2.0, firing_target=0.5, firing_mean="neurons")
+    per_pair = torch.cat([F.relu(0.5 - s.mean(0)).flatten() for s in seen])
+    assert seen[0][0].numel() == 4 * seen[1][0].numel()
+    torch.testing.assert_close(
+        lit_n.training_step(batch, 0), F.cross_entropy(logits, batch["label"]) + 2.0 * per_pair.mean()
+    )
+    with pytest.raises(ValueError, match="firing_mean"):
+        CSVRLitModule(net, firing_mean="pairs")
     lit.eval()
     with torch.no_grad():  # validation: cross-entropy only
         torch.testing.assert_close(lit._shared_step(batch, "val"), F.cross_entropy(net(batch), batch["label"]))
