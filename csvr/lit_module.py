@@ -300,15 +300,26 @@ class CSVRLitModule(LightningModule):
 def _restart_train_iterator(trainer) -> None:
     """On resume, Lightning builds and iterates the train loader (to estimate the stepping
     batches) before it restores the epoch counter, so loader workers have already prefetched
-    the order of epoch 0. Set the restored epoch on the sampler and start the iterator again."""
-    from lightning.fabric.utilities.data import _set_sampler_epoch
-
+    the order of epoch 0. Set the restored epoch on the sampler and start the iterator again.
+    This reads Lightning internals (tested with the pinned version): if another version lacks
+    them, warn (the run resumes, but its shuffles may differ from an uninterrupted run's)."""
     loop = trainer.fit_loop
-    if loop._combined_loader is None or loop._data_fetcher is None:
+    try:
+        from lightning.fabric.utilities.data import _set_sampler_epoch
+
+        loader, fetcher = loop._combined_loader, loop._data_fetcher
+        if loader is None or fetcher is None:
+            return
+        for dl in loader.flattened:
+            _set_sampler_epoch(dl, loop.epoch_progress.current.processed)
+    except (ImportError, AttributeError) as e:
+        warnings.warn(
+            f"resume: this Lightning version differs from the one csvr was tested with ({e}); the "
+            "resumed epoch's data order may differ from an uninterrupted run's",
+            stacklevel=2,
+        )
         return
-    for dl in loop._combined_loader.flattened:
-        _set_sampler_epoch(dl, loop.epoch_progress.current.processed)
-    iter(loop._data_fetcher)
+    iter(fetcher)
 
 
 def _rng_states() -> dict[str, Any]:

@@ -34,6 +34,16 @@ FAST = [
 ]
 
 
+def test_resume_iterator_restart_warns_without_lightnings_internals() -> None:
+    """The resume fix reads Lightning internals; a Lightning without them gets a warning, not a crash."""
+    from types import SimpleNamespace
+
+    from csvr.lit_module import _restart_train_iterator
+
+    with pytest.warns(UserWarning, match="data order may differ"):
+        _restart_train_iterator(SimpleNamespace(fit_loop=SimpleNamespace(epoch_progress=None)))
+
+
 @pytest.mark.slow
 def test_resume_continues_exactly(tiny_synthetic: Path, tmp_path: Path) -> None:
     """2 epochs straight == 1 epoch, then `--ckpt_path last` for the second (same weights)."""
