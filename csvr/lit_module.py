@@ -59,9 +59,9 @@ class CSVRLitModule(LightningModule):
             `(logits, {modality: aux_logits})` in training (CSVRNet with `aux_heads: true`):
             loss = CE(logits) + aux_weight * mean over modalities of CE(aux_logits).
         firing_reg: weight of an activity regulariser on the net's spiking neurons in training
-            (0: off): loss += firing_reg * mean over spiking layers of `firing_shortfall(spikes,
-            firing_target)`, which pushes (clip, neuron) pairs that fire on fewer than
-            `firing_target` of the T steps towards firing.
+            (0: off): loss += firing_reg * the mean over spiking layers (see `firing_mean`) of
+            `firing_shortfall(spikes, firing_target)`, which pushes (clip, neuron) pairs that
+            fire on fewer than `firing_target` of the T steps towards firing.
         firing_target: the rate per (clip, neuron) below which the regulariser acts.
         firing_mean: "layers" (each spiking layer's mean shortfall counts alike) or "neurons"
             (every (clip, neuron) pair of every layer counts alike, as the silent fraction over
