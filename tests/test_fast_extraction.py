@@ -303,3 +303,36 @@ def test_parse_vectors_equals_mv_field():
     assert kernels.parse_vectors(kernels.record_words(rec), grid) == 1  # not a 16x16 block: the reference reads it
     rec["source"][5] = 1
     assert kernels.parse_vectors(kernels.record_words(rec), grid) == 2  # a forward reference: B-frames
+
+
+def test_gop_grids_equal_mv_field_frame_by_frame():
+    """`CompressedVideo._grids` parses a GOP's records in one call (frames of different record
+    counts, frames without side data); each grid must be that frame's `mv_field`."""
+    from types import SimpleNamespace
+
+    from csvr.data.codec import UnsupportedVideoError
+
+    rng = np.random.default_rng(3)
+    h, w = 40, 70
+    video = SimpleNamespace(height=h, width=w, path="clip.avi")
+
+    def records(n):
+        rec = np.zeros(n, kernels.MV_DTYPE)
+        rec["w"] = rec["h"] = 16
+        rec["dst_x"], rec["dst_y"] = rng.integers(0, 5, n) * 16 + 8, rng.integers(0, 3, n) * 16 + 8
+        rec["motion_x"], rec["motion_y"] = rng.integers(-9, 10, n), rng.integers(-9, 10, n)
+        rec["motion_scale"] = 2
+        return rec
+
+    recs = [records(7), None, records(15), records(0), records(1)]
+    raw = [None if r is None else r.tobytes() for r in recs]
+    grids = CompressedVideo._grids(video, raw)
+    assert grids.shape == (5, 3, 5)
+    for grid, rec in zip(grids, recs):
+        m2 = kernels.unpack_field(grid).repeat(16, 1).repeat(16, 2)[:, :h, :w] / np.float32(2)
+        np.testing.assert_array_equal(m2, mv_field(rec, h, w))
+    recs[2]["w"][0] = 8  # one 8x8 block in one frame: only the reference reads the GOP
+    assert CompressedVideo._grids(video, [None if r is None else r.tobytes() for r in recs]) is None
+    recs[4]["source"][0] = 1  # a forward reference in another frame: B-frames, whatever else
+    with pytest.raises(UnsupportedVideoError, match=r"clip.avi: B-frames \(forward references\)"):
+        CompressedVideo._grids(video, [None if r is None else r.tobytes() for r in recs])

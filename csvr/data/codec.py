@@ -258,7 +258,7 @@ def reference_gop(
 
 def fast_gop(
     frames: dict[int, np.ndarray],
-    grids: list[np.ndarray],
+    grids: np.ndarray,
     picks: np.ndarray,
     accumulate: bool,
     windows: list[kernels.Window],
@@ -268,8 +268,8 @@ def fast_gop(
     float32 of each output window into `outs`, every element (padded P-frames get zeros).
 
     frames: as `reference_gop`'s, but packed RGB [H, W] uint32 (`CompressedVideo._packed_rgb`);
-    grids: `kernels.parse_vectors` of P-frames 1..picks[-1] + 1. Equals `reference_gop` sampled
-    at the window's pixels and scaled by its multipliers, bit for bit.
+    grids: the block vectors of P-frames 1..picks[-1] + 1, [n, gh, gw] (`CompressedVideo._grids`).
+    Equals `reference_gop` sampled at the window's pixels and scaled by its multipliers, bit for bit.
     """
     iframe = frames[0]
     h, w = iframe.shape
@@ -475,18 +475,20 @@ class CompressedVideo:
         output pixels, never warped) rgb24 rows [H, L] uint8, which the kernels also take."""
         return self._packed_rgb(frame) if packed else self._rgb24(frame)
 
-    def _vectors(self, frame: av.VideoFrame) -> tuple[bytes | None, np.ndarray, int]:
-        """(MOTION_VECTORS records as bytes (`_record_bytes`) or None, half-pel block grid,
-        `kernels.parse_vectors` status) of a P-frame. No side data (e.g. every block intra)
-        means no motion."""
-        grid = np.empty((-(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.uint64)
-        sd = _motion_vectors(frame)
-        raw = None if sd is None else _record_bytes(sd)
-        words = np.frombuffer(raw if raw is not None else b"", np.int32).reshape(-1, _WORDS)
-        status = kernels.parse_vectors(words, grid)
+    def _grids(self, vectors: list[bytes | None]) -> np.ndarray | None:
+        """The half-pel block grids [n, gh, gw] uint64 of a GOP's P-frames from their
+        MOTION_VECTORS records (`_record_bytes`; None: no side data, e.g. every block intra,
+        means no motion), parsed in one `kernels.parse_gop` call; None when only the
+        reference can read them (quarter-pel, 8x8 blocks)."""
+        present = [r for r in vectors if r is not None]
+        words = np.frombuffer(b"".join(present), np.int32).reshape(-1, _WORDS)
+        starts = np.zeros(len(vectors) + 1, np.int64)
+        starts[1:] = [0 if r is None else len(r) // (4 * _WORDS) for r in vectors]
+        grids = np.empty((len(vectors), -(-self.height // kernels.BLOCK), -(-self.width // kernels.BLOCK)), np.uint64)
+        status = kernels.parse_gop(words, np.cumsum(starts), grids)
         if status == 2:
             raise UnsupportedVideoError(self.path, "B-frames (forward references)")
-        return raw, grid, status
+        return grids if status == 0 else None
 
     def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, list | None, np.ndarray, int]:
         """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, grids,
@@ -506,7 +508,6 @@ class CompressedVideo:
         s = self._stream
         frames: dict[int, np.ndarray] = {}
         vectors: list[bytes | None] = []
-        grids: list[np.ndarray] | None = []
         n = 0
         try:
             self._container.seek(target, stream=s, backward=True, any_frame=False)
@@ -523,12 +524,8 @@ class CompressedVideo:
                         raise UnsupportedVideoError(
                             self.path, f"GOP {i} has an intra frame after its key frame (pict_type {pict})"
                         )
-                    raw, grid, status = self._vectors(frame)
-                    vectors.append(raw)
-                    if grids is not None:
-                        grids.append(grid)
-                        if status:
-                            grids = None
+                    sd = _motion_vectors(frame)
+                    vectors.append(None if sd is None else _record_bytes(sd))
                 if (packed := need.get(n)) is not None:
                     frames[n] = self._frame_rgb(frame, packed)
                 n += 1
@@ -538,7 +535,7 @@ class CompressedVideo:
             raise CorruptVideoError(self.path, f"decoding GOP {i} failed: {e}") from e
         if n < n_frames:
             raise CorruptVideoError(self.path, f"GOP {i} holds {n} decodable frames, expected {n_frames}")
-        return frames, vectors, grids, picks, t_out
+        return frames, vectors, self._grids(vectors), picks, t_out
 
     # -- reading ---------------------------------------------------------------------------
     def read_gop(self, i: int, num_p: int | None = None, accumulate: bool = False, reference: bool = False) -> GOP:

@@ -128,6 +128,17 @@ def parse_vectors(words: np.ndarray, grid: np.ndarray) -> int:
     return status
 
 
+@nb.njit(cache=True, nogil=True)
+def parse_gop(words: np.ndarray, starts: np.ndarray, grids: np.ndarray) -> int:
+    """`parse_vectors` of every P-frame of a GOP in one call: frame i's records are
+    words[starts[i]:starts[i + 1]] and its grid grids[i] ([n, gh, gw] uint64). Returns 2 if any
+    frame returns 2 (B-frames), else 1 if any returns 1, else 0."""
+    status = 0
+    for i in range(grids.shape[0]):
+        status = max(status, parse_vectors(words[starts[i] : starts[i + 1]], grids[i]))
+    return status
+
+
 def record_words(records: np.ndarray) -> np.ndarray:
     """`MV_DTYPE` records as the int32 [N, 10] words `parse_vectors` reads (a view)."""
     return records.view(np.int32).reshape(-1, MV_DTYPE.itemsize // 4)
@@ -416,3 +427,4 @@ def warm_up() -> None:
     lookup_at(packed, win.rows, win.cols, np.zeros((3, 256), np.float32), out[1])
     pack_rgb(np.zeros((BLOCK, BLOCK), np.uint32), BLOCK, packed.copy())
     parse_vectors(record_words(np.zeros(0, MV_DTYPE)), grid)
+    parse_gop(record_words(np.zeros(0, MV_DTYPE)), np.zeros(2, np.int64), grid.reshape(1, 1, 1))
