@@ -9,9 +9,10 @@ The table gives mean +- sd of test top-1 over the seeds, per-class accuracy (mea
 energy per video and fit wall time with the machine's 1-minute load average at the start and
 end of each fit ("idle" only if both were below 0.5 x the CPU count).
 
-Each run is a plain `csvr fit` then `csvr test --ckpt_path last` in a subprocess (so every
-row is reproducible by hand with the printed command), then `csvr energy` on the tested
-checkpoint. `last`, not `best`: UCF-101 has no validation split, so `val` is the test list
+Each run is a plain `csvr fit` then `csvr test` of its last checkpoint in a subprocess (so
+every row is reproducible by hand with the printed command), then `csvr energy` on the tested
+checkpoint (the newest last*.ckpt: a rerun into the same directory makes Lightning write
+last-v1.ckpt beside the old last.ckpt). `last`, not `best`: UCF-101 has no validation split, so `val` is the test list
 and choosing the checkpoint on it would select on the test set. Preparing the slice happens once, in the first fit, into $CSVR_CACHE.
 """
 
@@ -64,6 +65,16 @@ def csvr(*args: str) -> None:
     subprocess.run(cmd, cwd=REPO, check=True)
 
 
+def last_checkpoint(root: Path) -> Path:
+    """The `last` checkpoint of the fit that just ran in `root`: the newest last*.ckpt, as
+    Lightning's `--ckpt_path last` picks it (a rerun into the same directory writes
+    last-v1.ckpt, last-v2.ckpt, ... beside the old last.ckpt)."""
+    found = sorted((root / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"{root}/checkpoints holds no last*.ckpt: did the fit finish?")
+    return found[-1]
+
+
 def run_row(row: str, seed: int, out: Path, extra: list[str]) -> dict:
     """fit + test + energy of one (row, seed); returns its measured numbers."""
     root = out / f"{row}_seed{seed}"
@@ -79,13 +90,14 @@ def run_row(row: str, seed: int, out: Path, extra: list[str]) -> dict:
     load_start, t0 = os.getloadavg()[0], time.perf_counter()
     csvr("fit", *cfg)
     fit_s, load_end = time.perf_counter() - t0, os.getloadavg()[0]
-    csvr("test", *cfg, "--ckpt_path=last")
+    ckpt = last_checkpoint(root)
+    csvr("test", *cfg, f"--ckpt_path={ckpt}")
     metrics = json.loads((root / "test_metrics.json").read_text())
     csvr(
         "energy",
         *cfg,
         "--ckpt_path",
-        str(root / "checkpoints" / "last.ckpt"),
+        str(ckpt),
         "--json",
         str(root / "energy.json"),
         "--batches",

@@ -265,6 +265,25 @@ def test_real_slice_fit_then_test_writes_metrics(ucf_mini: tuple[Path, Path], tm
     assert 0.0 <= out["metrics"]["test/acc"] <= 1.0
 
 
+def test_real_script_tests_and_counts_the_newest_last_checkpoint(tmp_path: Path) -> None:
+    """A rerun of scripts/real.py into the same directory makes Lightning write last-v1.ckpt
+    beside the old last.ckpt; test and energy must both read the newest (it used to count the
+    energy of the stale last.ckpt)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_script", REPO / "scripts" / "real.py")
+    real = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real)
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for age, name in ((300, "last.ckpt"), (100, "last-v2.ckpt"), (200, "last-v1.ckpt"), (0, "best-epoch000.ckpt")):
+        (ckpts / name).write_bytes(b"")
+        os.utime(ckpts / name, (time.time() - age, time.time() - age))
+    assert real.last_checkpoint(tmp_path) == ckpts / "last-v2.ckpt"
+    with pytest.raises(SystemExit, match="no last"):
+        real.last_checkpoint(tmp_path / "elsewhere")
+
+
 def test_no_weight_decay_on_thresholds_norms_biases_and_positions() -> None:
     from csvr.lit_module import param_groups
     from csvr.models import CSVRNet
