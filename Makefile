@@ -76,7 +76,8 @@ lif-response: install
 # clips of the slice, firing measured on real test clips), then the tiny row from the checkpoint
 # that `make real` trains. Without the slice, base and L run on synthetic batches (said so).
 ENERGY_DATA ?= ../shared/data/ucf101_3cls
-ENERGY_CKPT ?= outputs/real/lif/checkpoints/last.ckpt
+# the newest last*.ckpt of `make real`'s fit (a rerun writes last-v1.ckpt beside last.ckpt)
+ENERGY_CKPT ?= $(shell ls -t outputs/real/lif_seed0/checkpoints/last*.ckpt 2>/dev/null | head -n 1)
 ENERGY_OUT  ?= outputs/energy
 ENERGY_ARGS ?= --batches 3 --no-memory --layers
 ENERGY_SLICE = --data.root $(ENERGY_DATA)/UCF-101 --data.split_dir $(ENERGY_DATA)/ucfTrainTestlist \
@@ -92,11 +93,11 @@ energy: install
 	  $(VENV)/bin/csvr energy --config configs/ucf101.yaml --variant-compare $(ENERGY_ARGS) \
 	    --json $(ENERGY_OUT)/base_L.json --plot $(ENERGY_OUT)/energy.png; \
 	fi
-	@if [ -f $(ENERGY_CKPT) ]; then \
+	@if [ -f "$(ENERGY_CKPT)" ]; then \
 	  $(VENV)/bin/csvr energy --config configs/ucf101_3cls.yaml --ckpt_path $(ENERGY_CKPT) $(ENERGY_ARGS) \
 	    --data.root $(ENERGY_DATA)/UCF-101 --data.split_dir $(ENERGY_DATA)/ucfTrainTestlist \
 	    --data.num_workers 0 --data.batch_size 2 --json $(ENERGY_OUT)/tiny.json --plot $(ENERGY_OUT)/tiny.png; \
-	else echo "no $(ENERGY_CKPT): run make real first for the tiny row (or ENERGY_CKPT=...)"; fi
+	else echo "no checkpoint of make real under outputs/real/lif_seed0/checkpoints: run make real first for the tiny row (or ENERGY_CKPT=...)"; fi
 
 clean:
 	rm -rf outputs lightning_logs wandb bench/results.json

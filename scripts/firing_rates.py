@@ -4,7 +4,7 @@ statistics) and eval mode (running statistics), for several STM settings.
     python scripts/firing_rates.py --dump 8              # decode 8 train + 2 val batches once
     python scripts/firing_rates.py --configs paper step  # probe at init (and after recalibration)
     python scripts/firing_rates.py --train-steps 60      # ... and after 60 steps on the dumped batches
-    python scripts/firing_rates.py --ckpt outputs/real/lif/checkpoints/last.ckpt  # a trained net
+    python scripts/firing_rates.py --ckpt outputs/real/lif_seed0/checkpoints/last.ckpt  # make real's net
 
 "silent" = fraction of (sample, neuron) pairs with no spike in any of the T steps (what the
 issue reports), per layer; the summary gives its mean over the layers and over all the STM's
