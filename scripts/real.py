@@ -12,8 +12,8 @@ end of each fit ("idle" only if both were below 0.5 x the CPU count).
 Each run is a plain `csvr fit` then `csvr test` of its last checkpoint in a subprocess (so
 every row is reproducible by hand with the printed command), then `csvr energy` on the tested
 checkpoint (the newest last*.ckpt: a rerun into the same directory makes Lightning write
-last-v1.ckpt beside the old last.ckpt). `last`, not `best`: UCF-101 has no validation split, so `val` is the test list
-and choosing the checkpoint on it would select on the test set. Preparing the slice happens once, in the first fit, into $CSVR_CACHE.
+last-v1.ckpt beside the old last.ckpt). `last`, not `best`: UCF-101 has no validation split,
+so `val` is the test list and choosing the checkpoint on it would select on the test set. Preparing the slice happens once, in the first fit, into $CSVR_CACHE.
 """
 
 from __future__ import annotations

@@ -490,7 +490,9 @@ class CompressedVideo:
             raise UnsupportedVideoError(self.path, "B-frames (forward references)")
         return grids if status == 0 else None
 
-    def _decode(self, i: int, num_p: int | None, accumulate: bool) -> tuple[dict, list, list | None, np.ndarray, int]:
+    def _decode(
+        self, i: int, num_p: int | None, accumulate: bool
+    ) -> tuple[dict, list, np.ndarray | None, np.ndarray, int]:
         """Seek to GOP i, decode up to its last picked P-frame, stop: (frames, vectors, grids,
         picks, T): frames as `fast_gop` takes them (only the frames the extraction reads; packed
         RGB, or rgb24 rows for a P-frame that is never a reference; `_reference_inputs` gives
