@@ -142,6 +142,7 @@ def train(
     aux_weight: float = 0.5,
     firing_reg: float = 0.0,
     firing_target: float = 0.25,
+    firing_mean: str = "layers",
 ) -> None:
     """AdamW + warm-up/cosine as the LightningModule, on the dumped batches in turn (with its
     activity regulariser when firing_reg > 0)."""
@@ -167,7 +168,8 @@ def train(
         if aux:
             loss = loss + aux_weight * sum(ce(a, b["label"], label_smoothing=0.1) for a in aux.values()) / len(aux)
         if spikes:
-            loss = loss + firing_reg * sum(firing_shortfall(s, firing_target) for s in spikes) / len(spikes)
+            w = [s[0].numel() if firing_mean == "neurons" else 1 for s in spikes]  # as the LightningModule
+            loss = loss + firing_reg * sum(firing_shortfall(s, firing_target) * n for s, n in zip(spikes, w)) / sum(w)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -225,6 +227,7 @@ def main() -> int:
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--firing-reg", type=float, default=0.0, help="activity regulariser weight (model.firing_reg)")
     ap.add_argument("--firing-target", type=float, default=0.25, help="its target rate (model.firing_target)")
+    ap.add_argument("--firing-mean", choices=["layers", "neurons"], default="layers", help="model.firing_mean")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--ckpt",
@@ -252,7 +255,14 @@ def main() -> int:
         print(name, flush=True)
         net, res = make(), {}
         if args.train_steps:
-            train(net, tr[:-1], args.train_steps, firing_reg=args.firing_reg, firing_target=args.firing_target)
+            train(
+                net,
+                tr[:-1],
+                args.train_steps,
+                firing_reg=args.firing_reg,
+                firing_target=args.firing_target,
+                firing_mean=args.firing_mean,
+            )
             res["val_acc_running_bn"] = accuracy(net, va)
         probe_tr = tr[-1:]  # not trained on when --train-steps
         res["train_mode"] = probe(net.train(), probe_tr)
