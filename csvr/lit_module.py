@@ -17,7 +17,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from csvr.data.batch import fold_views
-from csvr.models.lif import firing_shortfall
+from csvr.models.lif import FIRING_MEANS, pooled_firing_shortfall
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -99,8 +99,8 @@ class CSVRLitModule(LightningModule):
         self._warned_skipped: set[str] = set()
         self._pending_rng: dict[str, Any] | None = None  # RNG states of a checkpoint being resumed
         self._spikes: list[torch.Tensor] | None = None  # spiking layers' outputs, while a training step collects them
-        if firing_mean not in ("layers", "neurons"):
-            raise ValueError(f"model.firing_mean must be 'layers' or 'neurons', got {firing_mean!r}")
+        if firing_mean not in FIRING_MEANS:
+            raise ValueError(f"model.firing_mean must be one of {FIRING_MEANS}, got {firing_mean!r}")
         if firing_reg:
             layers = [m for m in net.modules() if isinstance(m, BaseNode)]
             if not layers:
@@ -167,13 +167,8 @@ class CSVRLitModule(LightningModule):
             spikes, self._spikes = self._spikes, None
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams.label_smoothing)
         if regularise:
-            target = self.hparams.firing_target
-            if self.hparams.get("firing_mean", "layers") == "neurons":  # each (clip, neuron) pair alike
-                shortfall = sum(firing_shortfall(s, target) * s[0].numel() for s in spikes) / sum(
-                    s[0].numel() for s in spikes
-                )
-            else:  # each layer alike
-                shortfall = sum(firing_shortfall(s, target) for s in spikes) / len(spikes)
+            hp = self.hparams
+            shortfall = pooled_firing_shortfall(spikes, hp.firing_target, hp.get("firing_mean", "layers"))
             self.log(
                 f"{stage}/firing_shortfall", shortfall.detach(), on_step=False, on_epoch=True, batch_size=label.shape[0]
             )

@@ -147,7 +147,7 @@ def train(
     """AdamW + warm-up/cosine as the LightningModule, on the dumped batches in turn (with its
     activity regulariser when firing_reg > 0)."""
     from csvr.lit_module import param_groups, warmup_cosine
-    from csvr.models.lif import firing_shortfall
+    from csvr.models.lif import pooled_firing_shortfall
 
     spikes: list[torch.Tensor] = []
     if firing_reg:
@@ -168,8 +168,7 @@ def train(
         if aux:
             loss = loss + aux_weight * sum(ce(a, b["label"], label_smoothing=0.1) for a in aux.values()) / len(aux)
         if spikes:
-            w = [s[0].numel() if firing_mean == "neurons" else 1 for s in spikes]  # as the LightningModule
-            loss = loss + firing_reg * sum(firing_shortfall(s, firing_target) * n for s, n in zip(spikes, w)) / sum(w)
+            loss = loss + firing_reg * pooled_firing_shortfall(spikes, firing_target, firing_mean)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

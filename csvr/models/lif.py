@@ -45,6 +45,19 @@ def firing_shortfall(spikes: torch.Tensor, target: float) -> torch.Tensor:
     return F.relu(target - spikes.mean(0)).mean()
 
 
+FIRING_MEANS = ("layers", "neurons")  # how `pooled_firing_shortfall` pools layers
+
+
+def pooled_firing_shortfall(layers: list[torch.Tensor], target: float, mean: str = "layers") -> torch.Tensor:
+    """`firing_shortfall` of several spiking layers' spikes [T, B, ...], pooled: ``"layers"``
+    counts each layer's mean alike, ``"neurons"`` every (clip, neuron) pair of every layer alike
+    (a layer weighs by its neurons per clip)."""
+    if mean not in FIRING_MEANS:
+        raise ValueError(f"firing_mean must be one of {FIRING_MEANS}, got {mean!r}")
+    weights = [s[0].numel() if mean == "neurons" else 1 for s in layers]
+    return sum(firing_shortfall(s, target) * w for s, w in zip(layers, weights)) / sum(weights)
+
+
 class ThresholdLIFNode(neuron.LIFNode):
     """Multi-step soft-reset LIF with a learnable threshold ``theta`` of shape [C] (or [] if
     ``channels`` is None).
