@@ -56,7 +56,8 @@ def _ptr(x: torch.Tensor) -> int:
 
 
 def _is_binary(x: torch.Tensor) -> bool:
-    return x.dtype == torch.bool or bool(((x == 0) | (x == 1)).all())
+    """Spike-valued: {0, 1}, or {-1, 0, 1} (a ternary spike is an add or a subtract: one AC)."""
+    return x.dtype == torch.bool or bool(((x == 0) | (x.abs() == 1)).all())
 
 
 @dataclass
@@ -311,7 +312,7 @@ class EnergyCounter(TorchDispatchMode):
         s = out.detach()
         fired = (s != 0).flatten(0, 1 if multi else 0).any(0)  # per neuron [C, H, W]
         st = self.neurons.setdefault(name, _Neuron())
-        st.spikes += float(s.sum())
+        st.spikes += float(s.abs().sum())
         st.numel += s.numel()
         st.T = t
         st.fired = fired if st.fired is None or st.fired.shape != fired.shape else st.fired | fired

@@ -105,6 +105,9 @@ class CSVRLitModule(LightningModule):
             layers = [m for m in net.modules() if isinstance(m, BaseNode)]
             if not layers:
                 raise ValueError("model.firing_reg > 0 needs a net with spiking neurons (temporal: lif)")
+            if any(getattr(m, "spike", "binary") != "binary" for m in layers):
+                # a silent ternary neuron has no sign to push towards: |spike| has no gradient at 0
+                raise ValueError("model.firing_reg > 0 needs binary spikes: set net lif_spike: binary")
             for m in layers:
                 m.register_forward_hook(self._capture_spikes)
 

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from csvr.models import CSVRNet  # noqa: E402
 from csvr.models.bn import recompute_bn_stats  # noqa: E402
 from csvr.models.lif import ThresholdLIFNode  # noqa: E402
+from csvr.models.stm import STRIDES  # noqa: E402
 
 NEW = dict(stm_norm="step", v_threshold=1.0, decay_input=False)
 
@@ -47,6 +49,7 @@ SETTINGS = {  # name -> CSVRNet kwargs (tiny, as configs/ucf101_3cls.yaml)
     "step_nodecay_b0.5_0.5_0_aux": dict(NEW, lif_bn_bias=[0.5, 0.5, 0.0], aux_heads=True),
     "step_nodecay_b0.7_0.7_0_aux": dict(NEW, lif_bn_bias=[0.7, 0.7, 0.0], aux_heads=True),
     "step_nodecay_tau4_aux": dict(NEW, tau=4.0, aux_heads=True),
+    "step_nodecay_ternary_aux": dict(NEW, lif_spike="ternary", aux_heads=True),
     "step_nodecay_tau100_aux": dict(NEW, tau=100.0, aux_heads=True),
     "paper_aux": dict(stm_norm="shared", aux_heads=True),
     "conv_step_aux": dict(NEW, temporal="conv", aux_heads=True),
@@ -81,31 +84,52 @@ def dump(n_train: int, n_val: int, path: Path, config: str) -> None:
     print(f"wrote {path}: {len(out['train'])} train, {len(out['val'])} val batches")
 
 
+def reach(x: torch.Tensor) -> list[torch.Tensor]:
+    """x [B, K, T, C, H, W] (a P-frame stream) -> per STM layer, bool [B*K, h, w]: the neuron's
+    receptive field (3x3 convs, strides `STRIDES`) holds a non-zero input value in some step."""
+    m = (x != 0).flatten(0, 1).any(1).any(1, keepdim=True).float()  # [B*K, 1, H, W]
+    out = []
+    for stride in STRIDES:
+        m = F.max_pool2d(m, 3, stride, 1)
+        out.append(m[:, 0] > 0)
+    return out
+
+
 @torch.no_grad()
 def probe(net: CSVRNet, batches: list[dict]) -> dict[str, dict]:
-    """Per spiking layer: mean rate per step, overall rate, silent and dead fractions."""
+    """Per spiking layer: mean rate per step, overall rate, silent and dead fractions, and the
+    silent fraction among the (sample, neuron) pairs whose receptive field sees a non-zero input
+    (motion or residual) in some step ("reached", whose share is given too)."""
     seen: dict[str, list[torch.Tensor]] = {}
     hooks = [
         m.register_forward_hook(lambda m, i, o, n=n: seen.setdefault(n, []).append(o.detach()))
         for n, m in net.named_modules()
         if isinstance(m, ThresholdLIFNode)
     ]
+    reached: dict[str, list[list[torch.Tensor]]] = {}
     try:
         for b in batches:
             net(b)
+            for modality, stm in CSVRNet.STMS.items():
+                if modality in b:
+                    reached.setdefault(stm, []).append(reach(b[modality]))
     finally:
         for h in hooks:
             h.remove()
     out = {}
     for name, spikes in seen.items():
         s = torch.cat(spikes, 1)  # [T, N, C, H, W]
-        fired = s.amax(0) > 0  # [N, C, H, W]
+        fired = (s != 0).any(0)  # [N, C, H, W]; a ternary neuron fires -1 or 1
+        stm, layer = name.split(".")[0], int(name.split(".")[2])
+        rf = torch.cat([r[layer] for r in reached[stm]])[:, None].expand_as(fired)  # [N, C, H, W]
         out[name.replace(".neuron", "").replace("layers.", "L")] = {
-            "rate": float(s.mean()),
-            "per_step": [round(float(x), 4) for x in s.mean((1, 2, 3, 4))],
+            "rate": float(s.abs().mean()),
+            "per_step": [round(float(x), 4) for x in s.abs().mean((1, 2, 3, 4))],
             "silent": float(1 - fired.float().mean()),
             "dead": float(1 - fired.any(0).float().mean()),
             "neurons": fired[0].numel(),  # per clip: C * H * W
+            "reached": float(rf.float().mean()),
+            "silent_reached": float(1 - fired[rf].float().mean()),
         }
     return out
 
@@ -151,6 +175,8 @@ def train(
 
     spikes: list[torch.Tensor] = []
     if firing_reg:
+        if any(getattr(m, "spike", "binary") != "binary" for m in net.modules()):
+            raise SystemExit("--firing-reg needs binary spikes (the regulariser has no gradient for ternary ones)")
         for m in net.modules():
             if isinstance(m, ThresholdLIFNode):
                 m.register_forward_hook(lambda m, i, o: spikes.append(o) if m.training else None)
@@ -206,14 +232,18 @@ def show(tag: str, res: dict[str, dict]) -> None:
     for name, r in res.items():
         print(
             f"    {name:18s} rate {r['rate']:.4f} steps {r['per_step']} silent {r['silent']:.3f} dead {r['dead']:.3f}"
+            f" reached {r['reached']:.3f} (silent there {r['silent_reached']:.3f})"
         )
     layers = list(res.values())
     if layers:
         mean = lambda key: sum(r[key] for r in layers) / len(layers)  # noqa: E731
         per_neuron = sum(r["silent"] * r["neurons"] for r in layers) / sum(r["neurons"] for r in layers)
+        n_reached = sum(r["reached"] * r["neurons"] for r in layers)
+        silent_reached = sum(r["silent_reached"] * r["reached"] * r["neurons"] for r in layers) / max(n_reached, 1e-9)
         print(
             f"    mean silent {mean('silent'):.3f} (layer mean; over all the STM's neurons {per_neuron:.3f}), "
-            f"mean rate {mean('rate'):.4f}"
+            f"mean rate {mean('rate'):.4f}; over all neurons {n_reached / sum(r['neurons'] for r in layers):.3f} "
+            f"reached, {silent_reached:.3f} of them silent"
         )
 
 

@@ -26,6 +26,7 @@ from csvr.energy import (
 from csvr.energy_cli import main as energy_main
 from csvr.energy_cli import synthetic_batch, views_per_video
 from csvr.models import CSVRNet
+from csvr.models.lif import ThresholdLIFNode
 
 torch.set_num_threads(1)
 aten = torch.ops.aten
@@ -77,6 +78,20 @@ def test_hand_computed_two_layer():
     assert lif.rate == pytest.approx(5 / 144)  # 5 spikes / (2 steps x 2 ch x 36 px)
     assert lif.silent == pytest.approx(1 - 4 / 72)  # 4 distinct neurons ever fired, of 72
     assert report.input_nonzero == {"0": pytest.approx(5 / 72)}
+
+
+def test_ternary_spikes_count_one_ac_each():
+    # the two-layer net with a ternary neuron and conv1 x -4 on the input: channel 0 fires -1
+    # exactly where the LIF above fired +1, so every count is the binary net's (one AC per spike)
+    net = two_layer_net()
+    net[1] = ThresholdLIFNode(None, tau=2.0, learn_threshold=False, spike="ternary")
+    with torch.no_grad():
+        net[0].weight.neg_()
+    report = count_energy(net, two_layer_input(), num_samples=1)
+    assert [(l.kind, l.F) for l in report.layers] == [("AC", pytest.approx(5 / 72)), ("AC", pytest.approx(5 / 144))]
+    assert report.flops_snn == pytest.approx(225)
+    assert report.neurons["1"].rate == pytest.approx(5 / 144)  # |spikes|, not their signed sum
+    assert report.neurons["1"].silent == pytest.approx(1 - 4 / 72)
 
 
 def test_per_video_scaling_and_dense_layers():

@@ -95,6 +95,22 @@ def test_soft_reset_by_hand_with_per_channel_threshold() -> None:
     assert node.v_pre_seq is None and node.v == 0.0
 
 
+def test_ternary_spikes_and_soft_reset_by_hand() -> None:
+    # decay_input False, tau 2: h = v - v/2 + x; theta 1; s = +1 if h >= 1, -1 if h <= -1, else 0.
+    # x = 1.2, -0.5, -0.9, 0.3: h = 1.2 (+1, v 0.2), -0.4 (0), -1.1 (-1, v -0.1), 0.25 (0)
+    # binary: the same up to step 2, h = -1.1 (0, v -1.1), then -1.1/2 + 0.3 = -0.25 (0)
+    x = torch.tensor([1.2, -0.5, -0.9, 0.3]).view(4, 1, 1)  # [T, B, C]
+    spikes = {}
+    for kind in ("ternary", "binary"):
+        node = ThresholdLIFNode(1, tau=2.0, decay_input=False, spike=kind, store_v_pre_seq=True)
+        spikes[kind] = node(x).flatten().tolist()
+        if kind == "ternary":
+            torch.testing.assert_close(node.v_pre_seq.flatten(), torch.tensor([1.2, -0.4, -1.1, 0.25]))
+    assert spikes == {"ternary": [1.0, 0.0, -1.0, 0.0], "binary": [1.0, 0.0, 0.0, 0.0]}
+    with pytest.raises(ValueError, match="unknown spike"):
+        ThresholdLIFNode(1, spike="graded")
+
+
 def test_threshold_lif_single_step_equals_multi_step() -> None:
     x = torch.randn(5, 2, 3, 4, 4) * 2
     multi = ThresholdLIFNode(3, store_v_pre_seq=True)

@@ -126,6 +126,8 @@ def test_firing_reg_adds_the_shortfall_of_every_spiking_layer_in_training_only()
         torch.testing.assert_close(lit._shared_step(batch, "val"), F.cross_entropy(net(batch), batch["label"]))
     with pytest.raises(ValueError, match="spiking neurons"):
         CSVRLitModule(CSVRNet(3, variant="tiny", img_size=32, num_segments=1, temporal="conv"), firing_reg=1.0)
+    with pytest.raises(ValueError, match="binary spikes"):
+        CSVRLitModule(CSVRNet(3, variant="tiny", img_size=32, num_segments=1, lif_spike="ternary"), firing_reg=1.0)
 
 
 def test_recompute_bn_stats_is_the_plain_average_and_draws_no_random_numbers() -> None:

@@ -106,6 +106,7 @@ class CSVRNet(nn.Module):
         v_threshold: float = 1.0,
         decay_input: bool = True,
         lif_bn_bias: float | list[float] = 0.0,
+        lif_spike: str = "binary",
         aux_heads: bool = False,
         late_fusion: bool = False,
     ) -> None:
@@ -144,6 +145,7 @@ class CSVRNet(nn.Module):
             v_threshold=v_threshold,
             decay_input=decay_input,
             bn_bias=lif_bn_bias,
+            spike=lif_spike,
         )
         self.iframe_stem = IFrameStem(c) if "iframe" in self.modalities else None
         self.stm_mv = SpikingTemporalModulator(2, **stm) if "mv" in self.modalities else None

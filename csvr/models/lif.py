@@ -16,6 +16,11 @@ Dynamics per step (``decay_input=True``, soft reset ``v_reset=None``), the same 
 ``learn_tau=True`` makes ``1/tau = sigmoid(w)`` learnable exactly as SpikingJelly's
 ``ParametricLIFNode`` does (``w`` initialised to ``-log(tau - 1)``); it combines with the
 learnt threshold. The threshold is an unconstrained parameter (it is not clamped positive).
+
+``spike="ternary"`` (an option, measured and not adopted: docs/stm_firing_rates.md) adds a
+negative spike, s[t] = Heaviside(h[t] - theta) - Heaviside(-h[t] - theta), with the same soft
+reset (a -1 spike adds theta back). The next conv adds or subtracts its weight: still one AC per
+spike, which is how `csvr.energy` counts it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
 SURROGATES = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}
+SPIKES = ("binary", "ternary")  # ThresholdLIFNode's spike alphabets: {0, 1} or {-1, 0, 1}
 
 
 def make_surrogate(name: str) -> surrogate.SurrogateFunctionBase:
@@ -82,6 +88,7 @@ class ThresholdLIFNode(neuron.LIFNode):
         step_mode: str = "m",
         store_v_seq: bool = False,
         store_v_pre_seq: bool = False,
+        spike: str = "binary",
     ) -> None:
         super().__init__(
             tau=float(tau),
@@ -93,6 +100,9 @@ class ThresholdLIFNode(neuron.LIFNode):
             step_mode=step_mode,
             store_v_seq=store_v_seq,
         )
+        if spike not in SPIKES:
+            raise ValueError(f"unknown spike {spike!r}; choose one of {SPIKES}")
+        self.spike = spike
         shape = () if channels is None else (channels,)
         self.threshold = nn.Parameter(torch.full(shape, float(v_threshold)), requires_grad=learn_threshold)
         self.learn_tau = learn_tau
@@ -102,7 +112,10 @@ class ThresholdLIFNode(neuron.LIFNode):
         self.v_pre_seq: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", channels={tuple(self.threshold.shape)}, learn_tau={self.learn_tau}"
+        return (
+            super().extra_repr()
+            + f", channels={tuple(self.threshold.shape)}, learn_tau={self.learn_tau}, spike={self.spike}"
+        )
 
     def reset(self) -> None:
         super().reset()
@@ -132,6 +145,8 @@ class ThresholdLIFNode(neuron.LIFNode):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self._charge(x, v)
         spike = self.surrogate_function(h - theta)
+        if self.spike == "ternary":  # a negative spike where h <= -theta; reset adds theta back
+            spike = spike - self.surrogate_function(-h - theta)
         s = spike.detach() if self.detach_reset else spike
         return spike, h - s * theta, h
 

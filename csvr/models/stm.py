@@ -19,6 +19,9 @@ the MV std is 0.04 / 0.12 / 0.18 / 0.23 over T = 4 steps), so with pooled statis
 barely reaches a threshold; per-step statistics put every step on the same footing. The
 option applies to all three temporal kinds, so the ablation compares like with like.
 
+``spike="ternary"`` (LIF only; measured, not adopted) lets the neurons fire -1 as well as +1
+(``ThresholdLIFNode``): signed motion gets a signed spike.
+
 Each spiking layer is ``stm.layers[i]`` with ``.conv``, ``.bn`` and ``.neuron``; the neuron is a
 module whose forward output is the spike tensor [T, B, C, h, w] (hooks see it). Layer 3's
 spikes feed no synapse: the STM reads (and then clears) that neuron's ``v_pre_seq``, so the
@@ -179,6 +182,7 @@ class SpikingTemporalModulator(nn.Module):
         v_threshold: float = 1.0,
         decay_input: bool = True,
         bn_bias: float | Sequence[float] = 0.0,
+        spike: str = "binary",
     ) -> None:
         super().__init__()
         if temporal not in TEMPORAL:
@@ -207,6 +211,7 @@ class SpikingTemporalModulator(nn.Module):
                     store_v_pre_seq=i == len(STRIDES) - 1,
                     v_threshold=v_threshold,
                     decay_input=decay_input,
+                    spike=spike,
                 )
             elif temporal == "convgru":
                 layer = ConvGRULayer(chans[i], chans[i + 1], stride, norm=norm)
