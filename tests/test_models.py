@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
@@ -175,6 +176,24 @@ def test_stm_constant_drive_fires_only_if_it_can_reach_the_threshold() -> None:
     fired = spikes.amax(dim=(0, 1, 3, 4)) > 0
     assert fired.tolist() == (bias * (1 - 2**-6) >= theta).tolist()
     assert 0 < fired.sum() < 8
+
+
+@pytest.mark.parametrize("temporal", ["lif", "conv"])
+def test_stm_input_power_is_a_signed_power_of_the_input(temporal: str) -> None:
+    """input_power p feeds sign(x) |x|^p to the first conv: the same STM weights on values
+    raised by hand (numpy) give the same output; p = 1 changes nothing; p <= 0 is refused."""
+    torch.manual_seed(0)
+    x = torch.randn(T, B, 2, S, S) * 0.1
+    x[:, :, :, :4] = 0.0  # still pixels stay exactly zero (so the first layer's AC count is unchanged)
+    plain = SpikingTemporalModulator(2, channels=8, temporal=temporal).train()  # batch statistics
+    power = SpikingTemporalModulator(2, channels=8, temporal=temporal, input_power=0.25).train()
+    power.load_state_dict(plain.state_dict())
+    by_hand = torch.from_numpy(np.sign(x.numpy()) * np.abs(x.numpy()) ** 0.25)
+    with torch.no_grad():
+        torch.testing.assert_close(power(x), plain(by_hand))
+        assert not torch.allclose(power(x), plain(x))
+    with pytest.raises(ValueError, match="input_power"):
+        SpikingTemporalModulator(2, input_power=0.0)
 
 
 def test_stm_bn_bias_sets_each_spiking_layer_and_raises_firing() -> None:

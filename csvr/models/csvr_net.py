@@ -107,6 +107,7 @@ class CSVRNet(nn.Module):
         decay_input: bool = True,
         lif_bn_bias: float | list[float] = 0.0,
         lif_spike: str = "binary",
+        stm_input_power: float = 1.0,
         aux_heads: bool = False,
         late_fusion: bool = False,
     ) -> None:
@@ -146,6 +147,7 @@ class CSVRNet(nn.Module):
             decay_input=decay_input,
             bn_bias=lif_bn_bias,
             spike=lif_spike,
+            input_power=stm_input_power,
         )
         self.iframe_stem = IFrameStem(c) if "iframe" in self.modalities else None
         self.stm_mv = SpikingTemporalModulator(2, **stm) if "mv" in self.modalities else None

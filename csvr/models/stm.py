@@ -183,8 +183,12 @@ class SpikingTemporalModulator(nn.Module):
         decay_input: bool = True,
         bn_bias: float | Sequence[float] = 0.0,
         spike: str = "binary",
+        input_power: float = 1.0,
     ) -> None:
         super().__init__()
+        if input_power <= 0:
+            raise ValueError(f"input_power must be > 0, got {input_power}")
+        self.input_power = float(input_power)
         if temporal not in TEMPORAL:
             raise ValueError(f"unknown temporal {temporal!r}; choose one of {TEMPORAL}")
         if norm not in NORMS:
@@ -225,6 +229,8 @@ class SpikingTemporalModulator(nn.Module):
         if x_seq.ndim != 5:
             raise ValueError(f"STM expects [T, B, C, H, W], got shape {tuple(x_seq.shape)}")
         y = x_seq
+        if self.input_power != 1.0:  # signed power: sign(x) |x|^p compresses large values (p < 1)
+            y = y.sign() * y.abs().pow(self.input_power)
         for layer in self.layers:
             y = layer(y)
         if self.temporal == "lif":
