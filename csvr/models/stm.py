@@ -20,7 +20,9 @@ barely reaches a threshold; per-step statistics put every step on the same footi
 option applies to all three temporal kinds, so the ablation compares like with like.
 
 ``spike="ternary"`` (LIF only; measured, not adopted) lets the neurons fire -1 as well as +1
-(``ThresholdLIFNode``): signed motion gets a signed spike.
+(``ThresholdLIFNode``): signed motion gets a signed spike. ``input_power=p`` (any temporal
+kind; measured, not adopted) feeds sign(x) |x|^p to the first conv, compressing the
+heavy-tailed P-frame values (zeros stay zero).
 
 Each spiking layer is ``stm.layers[i]`` with ``.conv``, ``.bn`` and ``.neuron``; the neuron is a
 module whose forward output is the spike tensor [T, B, C, h, w] (hooks see it). Layer 3's
