@@ -55,7 +55,7 @@ def _ptr(x: torch.Tensor) -> int:
     return x.untyped_storage().data_ptr()
 
 
-def _is_binary(x: torch.Tensor) -> bool:
+def _is_spike_valued(x: torch.Tensor) -> bool:
     """Spike-valued: {0, 1}, or {-1, 0, 1} (a ternary spike is an add or a subtract: one AC)."""
     return x.dtype == torch.bool or bool(((x == 0) | (x.abs() == 1)).all())
 
@@ -349,7 +349,7 @@ class EnergyCounter(TorchDispatchMode):
         acc.nnz += int(torch.count_nonzero(x))
         acc.numel += x.numel()
         spikes = self._spikes.get(_ptr(x))
-        if spikes is not None and _is_binary(x):
+        if spikes is not None and _is_spike_valued(x):
             acc.T = spikes[1]
         else:
             acc.spike_in = False

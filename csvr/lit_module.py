@@ -11,13 +11,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from csvr.data.batch import fold_views
-from csvr.models.lif import FIRING_MEANS, pooled_firing_shortfall
+from csvr.models.lif import FIRING_MEANS, pooled_firing_shortfall, regularisable_layers
 
 
 def default_optimizer(params) -> torch.optim.Optimizer:
@@ -102,13 +101,7 @@ class CSVRLitModule(LightningModule):
         if firing_mean not in FIRING_MEANS:
             raise ValueError(f"model.firing_mean must be one of {FIRING_MEANS}, got {firing_mean!r}")
         if firing_reg:
-            layers = [m for m in net.modules() if isinstance(m, BaseNode)]
-            if not layers:
-                raise ValueError("model.firing_reg > 0 needs a net with spiking neurons (temporal: lif)")
-            if any(getattr(m, "spike", "binary") != "binary" for m in layers):
-                # a silent ternary neuron has no sign to push towards: |spike| has no gradient at 0
-                raise ValueError("model.firing_reg > 0 needs binary spikes: set net lif_spike: binary")
-            for m in layers:
+            for m in regularisable_layers(net):
                 m.register_forward_hook(self._capture_spikes)
 
     def _capture_spikes(self, module: nn.Module, inputs: Any, spikes: torch.Tensor) -> None:

@@ -174,15 +174,12 @@ def train(
     """AdamW + warm-up/cosine as the LightningModule, on the dumped batches in turn (with its
     activity regulariser when firing_reg > 0)."""
     from csvr.lit_module import param_groups, warmup_cosine
-    from csvr.models.lif import pooled_firing_shortfall
+    from csvr.models.lif import pooled_firing_shortfall, regularisable_layers
 
     spikes: list[torch.Tensor] = []
     if firing_reg:
-        if any(getattr(m, "spike", "binary") != "binary" for m in net.modules()):
-            raise SystemExit("--firing-reg needs binary spikes (the regulariser has no gradient for ternary ones)")
-        for m in net.modules():
-            if isinstance(m, ThresholdLIFNode):
-                m.register_forward_hook(lambda m, i, o: spikes.append(o) if m.training else None)
+        for m in regularisable_layers(net):
+            m.register_forward_hook(lambda m, i, o: spikes.append(o) if m.training else None)
 
     opt = torch.optim.AdamW(param_groups(net), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, steps // 10, 0.01))
@@ -240,12 +237,13 @@ def show(tag: str, res: dict[str, dict]) -> None:
     layers = list(res.values())
     if layers:
         mean = lambda key: sum(r[key] for r in layers) / len(layers)  # noqa: E731
-        per_neuron = sum(r["silent"] * r["neurons"] for r in layers) / sum(r["neurons"] for r in layers)
+        neurons = sum(r["neurons"] for r in layers)
+        per_neuron = sum(r["silent"] * r["neurons"] for r in layers) / neurons
         n_reached = sum(r["reached"] * r["neurons"] for r in layers)
         silent_reached = sum(r["silent_reached"] * r["reached"] * r["neurons"] for r in layers) / max(n_reached, 1e-9)
         print(
             f"    mean silent {mean('silent'):.3f} (layer mean; over all the STM's neurons {per_neuron:.3f}), "
-            f"mean rate {mean('rate'):.4f}; over all neurons {n_reached / sum(r['neurons'] for r in layers):.3f} "
+            f"mean rate {mean('rate'):.4f}; over all neurons {n_reached / neurons:.3f} "
             f"reached, {silent_reached:.3f} of them silent"
         )
 

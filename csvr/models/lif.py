@@ -64,6 +64,18 @@ def pooled_firing_shortfall(layers: list[torch.Tensor], target: float, mean: str
     return sum(firing_shortfall(s, target) * w for s, w in zip(layers, weights)) / sum(weights)
 
 
+def regularisable_layers(net: nn.Module) -> list[neuron.BaseNode]:
+    """The spiking layers (SpikingJelly ``BaseNode``s) whose spikes the activity regulariser
+    reads; refuses a net without any, or with ternary ones (a silent ternary neuron gives
+    |spike| no gradient, so the loss could not tell it which way to fire)."""
+    layers = [m for m in net.modules() if isinstance(m, neuron.BaseNode)]
+    if not layers:
+        raise ValueError("model.firing_reg > 0 needs a net with spiking neurons (temporal: lif)")
+    if any(getattr(m, "spike", "binary") != "binary" for m in layers):
+        raise ValueError("model.firing_reg > 0 needs binary spikes: set net lif_spike: binary")
+    return layers
+
+
 class ThresholdLIFNode(neuron.LIFNode):
     """Multi-step soft-reset LIF with a learnable threshold ``theta`` of shape [C] (or [] if
     ``channels`` is None).
