@@ -19,9 +19,9 @@ dataset reuses them every epoch); (a) clears the cache to time a first open.
     open + decode with motion vectors exported and fetched, nothing else.
 Info beside (b) and (c): the same runs against the fair baseline with `frame.to_ndarray(format=
 "rgb24")` per frame instead of the persistent converter (a new SwsContext per frame), the RGB
-step of the project's plain decode when issue 12 was filed. Its prototype figures ((b) 1.9 / 2.6,
-(c) 0.82 / 1.09 / 1.30 / 2.05) were measured against that decode ("the project's plain decode"),
-so these rows compare csvr with them like for like; the aims stay on the fair baseline.
+step of the project's plain decode when issue 12 was filed. Its prototype figures ((b) 1.9 / 2.6
+"of the project's plain decode"; (c) 0.82 / 1.09 / 1.30 / 2.05, on 340x256 clips) are set beside
+these rows, which compare csvr with them on that footing; the aims stay on the fair baseline.
 Clips: UCF-101 clips of ../shared re-encoded here with csvr's settings (a synthetic moving
 texture when ../shared is absent).
 """
@@ -211,8 +211,8 @@ def extraction_ratio(paths: list[Path]) -> dict:
     return out
 
 
-# Issue 12's prototype figures for (c), per sample, against the project's plain decode of the day
-# (`frame.to_ndarray` per frame); UCF clips as `csvr prepare` writes them by default (340x256).
+# Issue 12's prototype figures for (c), per sample (its (b) ones are "of the project's plain decode",
+# which then used `frame.to_ndarray` per frame); clips as `csvr prepare` writes them (340x256).
 PROTOTYPE_C = {(4, 64): 0.82, (11, 64): 1.09, (4, 224): 1.30, (11, 224): 2.05}
 
 
@@ -256,7 +256,7 @@ def run() -> dict:
         out.update(extraction_ratio(encode_all(clips[:4], tmp / "full", 340, 256)))
         # each crop size on the clips its config reads: 64 px from 170x128 (configs/ucf101_3cls.yaml),
         # 224 px from 340x256 (configs/ucf101.yaml); 224 px from 170x128 upsamples (for reference);
-        # 64 px from 340x256 as well: the clips the issue's prototype figures were measured on
+        # 64 px from 340x256 as well, `csvr prepare`'s default size (the issue measured prepared clips)
         small = encode_all(clips, tmp / "small", 170, 128)
         rows = {(4, 64): "<= 1.3", (11, 64): "info", (4, 224): "info (upsampled)"}
         out.update(sample_ratio(tmp / "small", [str(p.relative_to(tmp / "small")) for p in small], "170x128", rows))
