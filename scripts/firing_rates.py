@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from csvr.models import CSVRNet  # noqa: E402
 from csvr.models.bn import recompute_bn_stats  # noqa: E402
-from csvr.models.lif import ThresholdLIFNode  # noqa: E402
+from csvr.models.lif import FIRING_MEANS, ThresholdLIFNode  # noqa: E402
 from csvr.models.stm import STRIDES  # noqa: E402
 
 NEW = dict(stm_norm="step", v_threshold=1.0, decay_input=False)
@@ -257,7 +257,7 @@ def main() -> int:
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--firing-reg", type=float, default=0.0, help="activity regulariser weight (model.firing_reg)")
     ap.add_argument("--firing-target", type=float, default=0.25, help="its target rate (model.firing_target)")
-    ap.add_argument("--firing-mean", choices=["layers", "neurons"], default="layers", help="model.firing_mean")
+    ap.add_argument("--firing-mean", choices=FIRING_MEANS, default="layers", help="model.firing_mean")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--ckpt",
